@@ -1,0 +1,288 @@
+//! The catalogue of blocking events: one table of categories, their weight and the libc functions in each.
+//!
+//! Adding an event means adding its function name here and a hook in `src/intercept/hooks.rs`; the hook looks its
+//! event up in this table at compile time, so a hook whose name is missing here does not compile.
+
+use serde::Serialize;
+
+use crate::violation::Weight;
+
+/// What kind of blocking a violation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Category {
+    /// The thread slept (`clock_nanosleep`, `nanosleep`, `usleep`, `sleep`).
+    Sleep,
+    /// A blocking name lookup (`getaddrinfo`, `gethostbyname`, ...).
+    Dns,
+    /// A blocking socket connect or accept.
+    Net,
+    /// Spawning, waiting for or joining a process or thread.
+    Process,
+    /// Opening, creating, renaming, removing or syncing a file or directory.
+    File,
+    /// Reading or writing a file descriptor that is not `O_NONBLOCK`, or waiting in `poll`/`select`.
+    BlockingIo,
+    /// `stat`-like metadata lookups.
+    Metadata,
+    /// Waiting for a lock: a futex wait (std `Mutex`, `Condvar`, `mpsc`, `park`), `flock`, `F_SETLKW`.
+    LockWait,
+    /// A poll of task code that ran longer than the slow-poll threshold.
+    SlowPoll,
+}
+
+impl Category {
+    /// The category's name as used in reports and the run files, e.g. `"lock_wait"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Category::Sleep => "sleep",
+            Category::Dns => "dns",
+            Category::Net => "net",
+            Category::Process => "process",
+            Category::File => "file",
+            Category::BlockingIo => "blocking_io",
+            Category::Metadata => "metadata",
+            Category::LockWait => "lock_wait",
+            Category::SlowPoll => "slow_poll",
+        }
+    }
+
+    /// The static weight of the category, from [`CATALOGUE`]. Measured duration can raise a violation's weight
+    /// above this, never lower it (lock waits are the exception: their weight comes from the measured wait).
+    pub fn weight(self) -> Weight {
+        CATALOGUE
+            .iter()
+            .find(|row| row.category == self)
+            .map_or(Weight::Moderate, |row| row.weight)
+    }
+
+    /// How to fix a violation of this category, in one line.
+    pub fn fix_hint(self) -> &'static str {
+        CATALOGUE
+            .iter()
+            .find(|row| row.category == self)
+            .map_or("", |row| row.fix)
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the catalogue.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[non_exhaustive]
+pub struct CatalogueRow {
+    /// The category.
+    pub category: Category,
+    /// The static weight on aiocop's scale.
+    pub weight: Weight,
+    /// The libc functions (events) of the category; `slow_poll` is the poll timer's own event.
+    pub functions: &'static [&'static str],
+    /// When a call of the category counts as blocking.
+    pub condition: &'static str,
+    /// How to fix it.
+    pub fix: &'static str,
+}
+
+/// The default catalogue. Weights follow aiocop's scale: heavy 50, moderate 10, light 1, trivial 0.
+pub static CATALOGUE: &[CatalogueRow] = &[
+    CatalogueRow {
+        category: Category::Sleep,
+        weight: Weight::Heavy,
+        functions: &["clock_nanosleep", "nanosleep", "usleep", "sleep"],
+        condition: "always",
+        fix: "use `tokio::time::sleep(..).await`",
+    },
+    CatalogueRow {
+        category: Category::Dns,
+        weight: Weight::Heavy,
+        functions: &[
+            "getaddrinfo",
+            "getnameinfo",
+            "gethostbyname",
+            "gethostbyname_r",
+            "gethostbyname2",
+            "gethostbyname2_r",
+            "gethostbyaddr",
+            "gethostbyaddr_r",
+        ],
+        condition: "always",
+        fix: "use `tokio::net::lookup_host(..).await`",
+    },
+    CatalogueRow {
+        category: Category::Net,
+        weight: Weight::Heavy,
+        functions: &["connect", "accept", "accept4"],
+        condition: "the socket is not O_NONBLOCK",
+        fix: "use `tokio::net` (TcpStream::connect, TcpListener::accept)",
+    },
+    CatalogueRow {
+        category: Category::Process,
+        weight: Weight::Heavy,
+        functions: &[
+            "posix_spawn",
+            "posix_spawnp",
+            "fork",
+            "execve",
+            "execvp",
+            "system",
+            "waitpid",
+            "wait4",
+            "pthread_join",
+        ],
+        condition: "waitpid/wait4 without WNOHANG",
+        fix: "use `tokio::process::Command`, or `spawn_blocking` to join a thread",
+    },
+    CatalogueRow {
+        category: Category::File,
+        weight: Weight::Moderate,
+        functions: &[
+            "open",
+            "open64",
+            "openat",
+            "openat64",
+            "creat",
+            "creat64",
+            "opendir",
+            "rename",
+            "renameat",
+            "unlink",
+            "unlinkat",
+            "mkdir",
+            "mkdirat",
+            "rmdir",
+            "truncate",
+            "truncate64",
+            "fsync",
+            "fdatasync",
+        ],
+        condition: "always",
+        fix: "use `tokio::fs`, or move the work into `tokio::task::spawn_blocking`",
+    },
+    CatalogueRow {
+        category: Category::BlockingIo,
+        weight: Weight::Moderate,
+        functions: &[
+            "read", "pread", "pread64", "readv", "write", "pwrite", "pwrite64", "writev", "recv", "recvfrom",
+            "recvmsg", "send", "sendto", "sendmsg", "poll", "select",
+        ],
+        condition: "the fd is not O_NONBLOCK (poll/select: a non-zero timeout); writes to fd 1 and 2 are trivial",
+        fix: "use the async client (`tokio::io`, `tokio::net`), or move the work into `tokio::task::spawn_blocking`",
+    },
+    CatalogueRow {
+        category: Category::Metadata,
+        weight: Weight::Light,
+        functions: &[
+            "stat", "stat64", "lstat", "lstat64", "fstat", "fstat64", "fstatat", "fstatat64", "statx", "access", "faccessat",
+        ],
+        condition: "always",
+        fix: "use `tokio::fs::metadata`, or move the work into `tokio::task::spawn_blocking`",
+    },
+    CatalogueRow {
+        category: Category::LockWait,
+        weight: Weight::Light,
+        functions: &["futex", "flock", "fcntl"],
+        condition: "a futex wait via syscall(SYS_futex); flock without LOCK_NB; fcntl F_SETLKW. \
+                    Weight by measured wait: light under 1 ms, moderate from 1 ms",
+        fix: "use `tokio::sync` locks and channels, or shorten the critical section",
+    },
+    CatalogueRow {
+        category: Category::SlowPoll,
+        weight: Weight::Moderate,
+        functions: &["slow_poll"],
+        condition: "a poll ran past the slow-poll threshold (time spent in recorded blocking calls excluded)",
+        fix: "move CPU-heavy work into `tokio::task::spawn_blocking` or `block_in_place`, or split it with \
+              `tokio::task::yield_now().await`",
+    },
+];
+
+/// An event: a hooked function (or `slow_poll`) and its category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub(crate) name: &'static str,
+    pub(crate) category: Category,
+}
+
+/// Looks an event up in [`CATALOGUE`]. Used in `const` items, so a missing name fails the build.
+pub(crate) const fn event(name: &'static str) -> Event {
+    let mut r = 0;
+    while r < CATALOGUE.len() {
+        let row = &CATALOGUE[r];
+        let mut f = 0;
+        while f < row.functions.len() {
+            if str_eq(row.functions[f], name) {
+                return Event {
+                    name,
+                    category: row.category,
+                };
+            }
+            f += 1;
+        }
+        r += 1;
+    }
+    panic!("event missing from the catalogue")
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+pub(crate) const SLOW_POLL: Event = event("slow_poll");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_category_and_weights_follow_aiocop() {
+        assert_eq!(event("clock_nanosleep").category, Category::Sleep);
+        assert_eq!(event("getaddrinfo").category, Category::Dns);
+        assert_eq!(event("open64").category, Category::File);
+        assert_eq!(event("statx").category, Category::Metadata);
+        assert_eq!(Category::Sleep.weight(), Weight::Heavy);
+        assert_eq!(Category::File.weight(), Weight::Moderate);
+        assert_eq!(Category::Metadata.weight(), Weight::Light);
+    }
+
+    #[test]
+    fn every_function_is_listed_once() {
+        let mut all: Vec<&str> = CATALOGUE.iter().flat_map(|r| r.functions.iter().copied()).collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a function is listed in two categories");
+    }
+
+    #[test]
+    fn every_category_has_a_row_and_a_fix() {
+        for c in [
+            Category::Sleep,
+            Category::Dns,
+            Category::Net,
+            Category::Process,
+            Category::File,
+            Category::BlockingIo,
+            Category::Metadata,
+            Category::LockWait,
+            Category::SlowPoll,
+        ] {
+            assert!(CATALOGUE.iter().any(|r| r.category == c), "{c} has no row");
+            assert!(!c.fix_hint().is_empty(), "{c} has no fix hint");
+        }
+    }
+}

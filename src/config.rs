@@ -1,0 +1,337 @@
+//! Configuration: [`Config`], its builder, the `RUST_TEST_BLOCKCOP` / `BLOCKCOP_*` environment variables and the
+//! process-wide configuration used by [`instrument`](crate::instrument).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::violation::Level;
+
+/// Slow-poll threshold used when none is set. By default, 10 ms.
+pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
+
+/// Severity at which the test harness fails a request. By default, 50 (level high).
+pub const DEFAULT_FAIL_SEVERITY: u32 = 50;
+
+/// Maximum violations kept per scope; more are counted as dropped. By default, 64.
+pub const DEFAULT_MAX_VIOLATIONS_PER_SCOPE: usize = 64;
+
+/// Frames that allow blocking below them by default: tokio's `block_in_place` hands the worker thread's core to
+/// another thread first, so blocking inside it stalls no task.
+pub const DEFAULT_ALLOWLIST: &[&str] = &[
+    "tokio::task::blocking::block_in_place",
+    "tokio::runtime::scheduler::multi_thread::worker::block_in_place",
+    "tokio::runtime::scheduler::block_in_place::block_in_place",
+];
+
+/// The variable that turns blockcop on: `1`, `true` or `yes` (any case) enables it; anything else, or unset,
+/// leaves it off.
+pub const ENV_ENABLE: &str = "RUST_TEST_BLOCKCOP";
+/// The slow-poll threshold in whole milliseconds (at least 1).
+pub const ENV_SLOW_POLL_MS: &str = "BLOCKCOP_SLOW_POLL_MS";
+/// The severity at which the harness fails a request: a number, or `low`, `medium` or `high`.
+pub const ENV_FAIL_SEVERITY: &str = "BLOCKCOP_FAIL_SEVERITY";
+/// The per-scope cap on recorded violations: a whole number of at least 1.
+pub const ENV_MAX_VIOLATIONS: &str = "BLOCKCOP_MAX_VIOLATIONS";
+
+/// A malformed `BLOCKCOP_*` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {variable}={value:?}: expected {expected}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The environment variable, e.g. `BLOCKCOP_SLOW_POLL_MS`.
+    pub variable: &'static str,
+    /// The value it had.
+    pub value: String,
+    /// The accepted form.
+    pub expected: &'static str,
+}
+
+/// How blockcop detects and judges blocking.
+///
+/// Cheap to clone (the settings are shared).
+///
+/// ```
+/// use std::time::Duration;
+/// let config = blockcop::Config::builder()
+///     .enabled(true)
+///     .slow_poll_threshold(Duration::from_millis(20))
+///     .allow_blocking_in("my_app::cache::warm")
+///     .build();
+/// assert_eq!(config.slow_poll_threshold(), Duration::from_millis(20));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    inner: Arc<Settings>,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    enabled: bool,
+    slow_poll_threshold: Duration,
+    fail_severity: u32,
+    max_violations_per_scope: usize,
+    allowlist: Vec<String>,
+}
+
+impl Default for Config {
+    /// Disabled, with every other setting at its default.
+    fn default() -> Self {
+        Config::builder().build()
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults (disabled).
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            settings: Settings {
+                enabled: false,
+                slow_poll_threshold: DEFAULT_SLOW_POLL_THRESHOLD,
+                fail_severity: DEFAULT_FAIL_SEVERITY,
+                max_violations_per_scope: DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
+                allowlist: DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        }
+    }
+
+    /// Reads the configuration from the environment: `RUST_TEST_BLOCKCOP`, `BLOCKCOP_SLOW_POLL_MS`,
+    /// `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`. Unset variables keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the variable, its value and the accepted form when a `BLOCKCOP_*` value is
+    /// malformed. `RUST_TEST_BLOCKCOP` never errors: anything but `1`/`true`/`yes` leaves blockcop off.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut b = Config::builder();
+        b = b.enabled(lookup(ENV_ENABLE).is_some_and(|v| parse_enabled(&v)));
+        if let Some(v) = lookup(ENV_SLOW_POLL_MS) {
+            b = b.slow_poll_threshold(Duration::from_millis(parse_positive(ENV_SLOW_POLL_MS, &v, MS_FORM)?));
+        }
+        if let Some(v) = lookup(ENV_FAIL_SEVERITY) {
+            b = b.fail_severity(parse_severity(&v)?);
+        }
+        if let Some(v) = lookup(ENV_MAX_VIOLATIONS) {
+            let n = parse_positive(ENV_MAX_VIOLATIONS, &v, COUNT_FORM)?;
+            b = b.max_violations_per_scope(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        Ok(b.build())
+    }
+
+    /// Whether detection is on. Off, instrumented futures are plain pass-throughs.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// A poll running at least this long is a `slow_poll` violation (moderate; heavy at ten times this). Blocking
+    /// calls at least this long are at least moderate. By default, 10 ms ([`DEFAULT_SLOW_POLL_THRESHOLD`]).
+    pub fn slow_poll_threshold(&self) -> Duration {
+        self.inner.slow_poll_threshold
+    }
+
+    /// The severity at which the test harness fails a request. By default, 50 (high).
+    pub fn fail_severity(&self) -> u32 {
+        self.inner.fail_severity
+    }
+
+    /// The cap on violations recorded per scope; further ones are counted in
+    /// [`Violations::dropped`](crate::Violations::dropped). By default, 64.
+    pub fn max_violations_per_scope(&self) -> usize {
+        self.inner.max_violations_per_scope
+    }
+
+    /// Function-path prefixes below which blocking is allowed (the defaults are in [`DEFAULT_ALLOWLIST`]).
+    pub fn allowlist(&self) -> &[String] {
+        &self.inner.allowlist
+    }
+
+    /// The process-wide configuration used by [`instrument`](crate::instrument): the one set by
+    /// [`init`](crate::init) or [`Config::set_global`], otherwise read from the environment on first use.
+    ///
+    /// # Panics
+    ///
+    /// When nothing was set and the environment holds a malformed `BLOCKCOP_*` value; the message names the
+    /// variable, its value and the accepted form. Call [`init`](crate::init) at start-up to get that as an error.
+    pub fn global() -> &'static Config {
+        GLOBAL.get_or_init(|| match Config::from_env() {
+            Ok(c) => c,
+            Err(e) => panic!("blockcop: {e}"),
+        })
+    }
+
+    /// Makes this the process-wide configuration.
+    ///
+    /// # Errors
+    ///
+    /// Gives `self` back when a process-wide configuration was already set or read.
+    pub fn set_global(self) -> Result<(), Config> {
+        GLOBAL.set(self)
+    }
+}
+
+static GLOBAL: OnceLock<Config> = OnceLock::new();
+
+/// Reads the configuration from the environment and makes it process-wide, unless one is already set; returns the
+/// one in force. Call it at start-up so that a malformed variable is an error there and not a panic later.
+///
+/// # Errors
+///
+/// A [`ConfigError`] when a `BLOCKCOP_*` value is malformed (see [`Config::from_env`]).
+pub fn init() -> Result<&'static Config, ConfigError> {
+    if let Some(c) = GLOBAL.get() {
+        return Ok(c);
+    }
+    let c = Config::from_env()?;
+    Ok(GLOBAL.get_or_init(|| c))
+}
+
+/// Builds a [`Config`]; see [`Config::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConfigBuilder {
+    settings: Settings,
+}
+
+impl ConfigBuilder {
+    /// Turns detection on or off. By default, off.
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.settings.enabled = on;
+        self
+    }
+
+    /// Sets the slow-poll threshold. By default, 10 ms. A zero threshold is raised to 1 µs.
+    pub fn slow_poll_threshold(mut self, threshold: Duration) -> Self {
+        self.settings.slow_poll_threshold = threshold.max(Duration::from_micros(1));
+        self
+    }
+
+    /// Sets the severity at which the harness fails a request. By default, 50.
+    pub fn fail_severity(mut self, severity: u32) -> Self {
+        self.settings.fail_severity = severity;
+        self
+    }
+
+    /// Sets the per-scope cap on recorded violations. By default, 64. Zero is raised to 1.
+    pub fn max_violations_per_scope(mut self, cap: usize) -> Self {
+        self.settings.max_violations_per_scope = cap.max(1);
+        self
+    }
+
+    /// Allows blocking below any frame whose function path starts with `prefix`, like BlockHound's
+    /// `allowBlockingCallsInside`, e.g. `"my_app::startup::load_templates"`.
+    pub fn allow_blocking_in(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.allowlist.push(prefix.into());
+        self
+    }
+
+    /// Builds the configuration.
+    pub fn build(self) -> Config {
+        Config {
+            inner: Arc::new(self.settings),
+        }
+    }
+}
+
+const MS_FORM: &str = "a whole number of milliseconds, at least 1 (e.g. 10)";
+const COUNT_FORM: &str = "a whole number, at least 1 (e.g. 64)";
+const SEVERITY_FORM: &str = "a number (0, 1, 10, 50, ...) or one of low, medium, high";
+
+fn parse_enabled(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")
+}
+
+fn parse_positive(variable: &'static str, v: &str, expected: &'static str) -> Result<u64, ConfigError> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ConfigError {
+            variable,
+            value: v.to_owned(),
+            expected,
+        }),
+    }
+}
+
+/// Parses a severity: a number, or a level name standing for its lowest severity.
+///
+/// # Errors
+///
+/// A [`ConfigError`] for `BLOCKCOP_FAIL_SEVERITY` when `v` is neither.
+pub fn parse_severity(v: &str) -> Result<u32, ConfigError> {
+    let t = v.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "low" => Ok(Level::Low.min_severity()),
+        "medium" => Ok(Level::Medium.min_severity()),
+        "high" => Ok(Level::High.min_severity()),
+        _ => t.parse::<u32>().map_err(|_| ConfigError {
+            variable: ENV_FAIL_SEVERITY,
+            value: v.to_owned(),
+            expected: SEVERITY_FORM,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn unset_means_defaults_and_disabled() {
+        let c = from(&[]).unwrap();
+        assert!(!c.is_enabled());
+        assert_eq!(c.slow_poll_threshold(), DEFAULT_SLOW_POLL_THRESHOLD);
+        assert_eq!(c.fail_severity(), 50);
+        assert_eq!(c.max_violations_per_scope(), 64);
+        assert!(c.allowlist().iter().any(|p| p.ends_with("block_in_place")));
+    }
+
+    #[test]
+    fn enable_values() {
+        for v in ["1", "true", "TRUE", "yes", " Yes "] {
+            assert!(from(&[(ENV_ENABLE, v)]).unwrap().is_enabled(), "{v:?}");
+        }
+        for v in ["0", "false", "no", "", "on", "2"] {
+            assert!(!from(&[(ENV_ENABLE, v)]).unwrap().is_enabled(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_levels_parse() {
+        let c = from(&[(ENV_SLOW_POLL_MS, "25"), (ENV_FAIL_SEVERITY, "medium"), (ENV_MAX_VIOLATIONS, "8")]).unwrap();
+        assert_eq!(c.slow_poll_threshold(), Duration::from_millis(25));
+        assert_eq!(c.fail_severity(), 10);
+        assert_eq!(c.max_violations_per_scope(), 8);
+        assert_eq!(parse_severity("high").unwrap(), 50);
+        assert_eq!(parse_severity("low").unwrap(), 0);
+        assert_eq!(parse_severity("1").unwrap(), 1);
+    }
+
+    #[test]
+    fn malformed_values_name_variable_value_and_form() {
+        let e = from(&[(ENV_SLOW_POLL_MS, "10ms")]).unwrap_err();
+        assert_eq!(e.variable, ENV_SLOW_POLL_MS);
+        assert_eq!(
+            e.to_string(),
+            "invalid BLOCKCOP_SLOW_POLL_MS=\"10ms\": expected a whole number of milliseconds, at least 1 (e.g. 10)"
+        );
+        assert_eq!(from(&[(ENV_SLOW_POLL_MS, "0")]).unwrap_err().value, "0");
+        assert_eq!(from(&[(ENV_SLOW_POLL_MS, "-5")]).unwrap_err().variable, ENV_SLOW_POLL_MS);
+        let e = from(&[(ENV_FAIL_SEVERITY, "severe")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid BLOCKCOP_FAIL_SEVERITY=\"severe\": expected a number (0, 1, 10, 50, ...) or one of low, medium, high"
+        );
+        assert_eq!(from(&[(ENV_MAX_VIOLATIONS, "many")]).unwrap_err().variable, ENV_MAX_VIOLATIONS);
+    }
+}

@@ -1,0 +1,103 @@
+//! blockcop catches code that blocks tokio's worker threads.
+//!
+//! An `async fn` that calls `std::fs::read`, `std::thread::sleep`, a DNS lookup through `ToSocketAddrs`, a sync
+//! database driver or a long CPU loop stalls every other task on its worker thread. While a thread polls task
+//! code inside a [`Scope`], blockcop intercepts the blocking libc calls of its [catalogue](CATALOGUE) and times
+//! every poll. Each [`Violation`] says what blocked, for how long, and the line of your code that did it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use blockcop::{Config, Level, Scope};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let scope = Scope::new(&Config::builder().enabled(true).build());
+//! scope.instrument(async {
+//!     std::thread::sleep(Duration::from_millis(20)); // blocks the worker thread
+//! }).await;
+//! let violations = scope.take_violations();
+//! # if blockcop::is_interposing() {
+//! let v = violations.first().unwrap();
+//! assert_eq!(v.event, "clock_nanosleep");
+//! assert_eq!(v.level, Level::High);
+//! assert_eq!(v.blocking_api.as_deref(), Some("std::thread::sleep"));
+//! println!("{v}"); // clock_nanosleep (sleep, weight 50, high) blocked for 20.1ms at src/lib.rs:9:5 via std::thread::sleep
+//! # }
+//! # }
+//! ```
+//!
+//! ## Severity
+//!
+//! Weights follow aiocop's scale: heavy 50, moderate 10, light 1, trivial 0. Measured time can raise a weight,
+//! never lower it: a call lasting at least the slow-poll threshold is at least moderate, ten times it heavy. The
+//! severity of a set of violations is the maximum weight; its [`Level`] is high from 50, medium from 10, low below.
+//!
+//! ## Turning it on
+//!
+//! Everything is off unless `RUST_TEST_BLOCKCOP` is `1`, `true` or `yes` (see [`Config::from_env`]). Off,
+//! [`instrument`] returns a pass-through wrapper and the libc hooks cost one thread-local read per call.
+//!
+//! ## Platforms
+//!
+//! Interposing libc needs Linux with glibc (x86_64 or aarch64); elsewhere, or without the `intercept` feature, only
+//! slow polls are detected. [`is_interposing`] tells which.
+//!
+//! ## Feature flags
+//!
+//! - `intercept` (default): define the libc hooks. Without it no libc symbol is replaced.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![deny(unsafe_code)]
+
+mod catalogue;
+mod clock;
+mod config;
+mod instrument;
+mod intercept;
+mod scope;
+mod symbolize;
+mod violation;
+
+pub use catalogue::{CATALOGUE, Category, CatalogueRow};
+pub use config::{
+    Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
+    DEFAULT_SLOW_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS, ENV_SLOW_POLL_MS, init,
+    parse_severity,
+};
+pub use instrument::{InstrumentExt, Instrumented, instrument};
+pub use scope::Scope;
+pub use violation::{
+    CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Violation, Violations, Weight,
+};
+
+/// Runs `f` with detection suspended on this thread: its blocking calls are not recorded and its time is left
+/// out of the enclosing poll's slow-poll check. For blocking that is deliberate and known to be short.
+///
+/// ```
+/// let text = blockcop::allow_blocking(|| std::fs::read_to_string("Cargo.toml"));
+/// ```
+pub fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
+    intercept::thread::suspended(|scope| {
+        if scope.is_none() {
+            return f();
+        }
+        struct Exclude(u64);
+        impl Drop for Exclude {
+            fn drop(&mut self) {
+                intercept::thread::exclude(clock::delta_ns(self.0, clock::now()));
+            }
+        }
+        let _exclude = Exclude(clock::now());
+        f()
+    })
+}
+
+/// True when this build intercepts libc calls (Linux/glibc with the `intercept` feature); otherwise only slow
+/// polls are detected.
+pub const fn is_interposing() -> bool {
+    intercept::INTERPOSING
+}
+
+/// The workspace root that call sites are shown relative to, when one was found (the nearest ancestor of
+/// `CARGO_MANIFEST_DIR`, or of the current directory, whose `Cargo.toml` has a `[workspace]` table).
+pub fn workspace_root() -> Option<&'static std::path::Path> {
+    symbolize::workspace_root()
+}

@@ -1,0 +1,259 @@
+//! Scopes: "this thread is now polling async task code, and violations go to scope S".
+//!
+//! A [`Scope`] collects the violations recorded while any thread polls code inside it: the interposer's blocking
+//! calls and the poll timer's slow polls. Its owner takes them with [`Scope::take_violations`], which symbolizes
+//! the raw stacks (off the hot path) and chooses each call site.
+
+use std::future::Future;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use crate::catalogue::{self, Event};
+use crate::config::Config;
+use crate::instrument::Instrumented;
+use crate::intercept::{self, Detail, RawStack, thread};
+use crate::violation::{Violations, Weight};
+use crate::{clock, symbolize};
+
+static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A place violations go: one request, one task, one test body.
+///
+/// Cloning gives another handle to the same scope. Scope ids are unique within the process.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let config = blockcop::Config::builder().enabled(true).build();
+/// let scope = blockcop::Scope::new(&config);
+/// scope.instrument(async { std::thread::sleep(std::time::Duration::from_millis(20)) }).await;
+/// let violations = scope.take_violations();
+/// # if blockcop::is_interposing() {
+/// assert_eq!(violations.first().unwrap().event, "clock_nanosleep");
+/// assert_eq!(violations.level(), blockcop::Level::High);
+/// # }
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub(crate) shared: Arc<ScopeShared>,
+}
+
+impl Scope {
+    /// A new, empty scope judged by `config` (its slow-poll threshold, cap and allowlist). The scope records
+    /// whether or not `config` is enabled: enabling decides whether [`instrument`](crate::instrument) makes one.
+    pub fn new(config: &Config) -> Scope {
+        clock::init();
+        Scope {
+            shared: Arc::new(ScopeShared {
+                id: NEXT_SCOPE_ID.fetch_add(1, Ordering::Relaxed),
+                threshold: config.slow_poll_threshold(),
+                threshold_ns: u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX),
+                cap: config.max_violations_per_scope(),
+                config: config.clone(),
+                records: Mutex::new(Records::default()),
+            }),
+        }
+    }
+
+    /// The scope's id, unique within the process.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The configuration the scope judges by.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Wraps `future` so that each of its polls runs inside this scope and is timed. A slow poll's call site is
+    /// the caller of this method.
+    #[track_caller]
+    pub fn instrument<F: Future>(&self, future: F) -> Instrumented<F> {
+        Instrumented::new(future, Some(self.clone()), Some(Location::caller()))
+    }
+
+    /// Runs `f` inside this scope as if it were one poll: blocking calls are recorded and its duration is checked
+    /// against the slow-poll threshold (a slow one is a `slow_poll` with the caller as its call site).
+    #[track_caller]
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.shared.poll(Some(Location::caller()), f)
+    }
+
+    /// Takes the violations recorded so far (and the count of those the cap dropped), leaving the scope empty.
+    ///
+    /// Symbolizes the raw stacks: the first time in a process this loads debug info (tens of ms); later, about
+    /// 15 µs per new stack. Detection is suspended meanwhile, and the time is left out of any slow-poll check.
+    /// Violations whose stack passes through an allowlisted function are left out here.
+    pub fn take_violations(&self) -> Violations {
+        let records = std::mem::take(&mut *self.shared.lock());
+        if records.list.is_empty() {
+            return Violations {
+                list: Vec::new(),
+                dropped: records.dropped,
+            };
+        }
+        crate::allow_blocking(|| Violations {
+            list: symbolize::resolve(records.list, &self.shared.config, self.shared.id),
+            dropped: records.dropped,
+        })
+    }
+
+    /// How many violations are waiting to be taken, before the allowlist is applied.
+    pub fn pending(&self) -> usize {
+        self.shared.lock().list.len()
+    }
+}
+
+#[derive(Default)]
+struct Records {
+    list: Vec<RawViolation>,
+    dropped: u64,
+}
+
+/// A violation as recorded on the hot path: raw stack, not yet symbolized.
+#[derive(Debug)]
+pub(crate) struct RawViolation {
+    pub(crate) event: Event,
+    pub(crate) weight: Weight,
+    pub(crate) duration: Duration,
+    pub(crate) count: u32,
+    pub(crate) detail: Detail,
+    pub(crate) stack: RawStack,
+    /// For slow polls: where the future was instrumented.
+    pub(crate) site: Option<&'static Location<'static>>,
+    pub(crate) thread_id: u64,
+    pub(crate) thread_name: Option<String>,
+    pub(crate) timestamp: SystemTime,
+}
+
+/// The state a scope shares between its handles and the threads polling inside it.
+pub(crate) struct ScopeShared {
+    id: u64,
+    config: Config,
+    threshold: Duration,
+    threshold_ns: u64,
+    cap: usize,
+    records: Mutex<Records>,
+}
+
+impl std::fmt::Debug for ScopeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl ScopeShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
+        // A panic while holding the lock leaves the list consistent (pushes are the only writes).
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` as one poll inside this scope, timing it.
+    #[inline(always)]
+    pub(crate) fn poll<R>(&self, site: Option<&'static Location<'static>>, f: impl FnOnce() -> R) -> R {
+        let _timer = PollTimer {
+            start: clock::now(),
+            scope: self,
+            site,
+            entered: thread::enter(self),
+        };
+        f()
+    }
+
+    /// Records a blocking call; called by the interposer with detection suspended.
+    pub(crate) fn record_call(&self, event: Event, detail: Detail, duration: Duration, stack: &RawStack) {
+        let base = detail.weight.unwrap_or_else(|| event.category.weight());
+        let weight = Weight::for_call(base, event.category, duration, self.threshold);
+        let mut records = self.lock();
+        // A loop of identical calls (same event, same stack) is one record with a count.
+        if let Some(last) = records.list.last_mut()
+            && last.event == event
+            && last.stack == *stack
+        {
+            last.count = last.count.saturating_add(1);
+            last.duration += duration;
+            last.weight = last.weight.max(weight);
+            return;
+        }
+        self.push(
+            &mut records,
+            RawViolation {
+                event,
+                weight,
+                duration,
+                count: 1,
+                detail,
+                stack: *stack,
+                site: None,
+                thread_id: intercept::thread_id(),
+                thread_name: std::thread::current().name().map(str::to_owned),
+                timestamp: SystemTime::now(),
+            },
+        );
+    }
+
+    fn record_slow_poll(&self, busy: Duration, site: Option<&'static Location<'static>>) {
+        let mut detail = Detail::new();
+        let _ = std::fmt::Write::write_fmt(
+            &mut detail,
+            format_args!("poll ran {busy:.1?} without yielding (threshold {:?})", self.threshold),
+        );
+        let raw = RawViolation {
+            event: catalogue::SLOW_POLL,
+            weight: Weight::for_duration(busy, self.threshold),
+            duration: busy,
+            count: 1,
+            detail,
+            stack: RawStack::EMPTY,
+            site,
+            thread_id: intercept::thread_id(),
+            thread_name: std::thread::current().name().map(str::to_owned),
+            timestamp: SystemTime::now(),
+        };
+        let mut records = self.lock();
+        self.push(&mut records, raw);
+    }
+
+    fn push(&self, records: &mut Records, raw: RawViolation) {
+        if records.list.len() >= self.cap {
+            records.dropped += 1;
+        } else {
+            records.list.push(raw);
+        }
+    }
+}
+
+/// Times one poll; on drop (also while unwinding) checks it against the slow-poll threshold, then leaves the scope.
+struct PollTimer<'a> {
+    start: u64,
+    scope: &'a ScopeShared,
+    site: Option<&'static Location<'static>>,
+    entered: thread::Entered<'a>,
+}
+
+impl Drop for PollTimer<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        let ns = clock::delta_ns(self.start, clock::now());
+        if ns >= self.scope.threshold_ns {
+            self.slow(ns);
+        }
+    }
+}
+
+impl PollTimer<'_> {
+    #[cold]
+    #[inline(never)]
+    fn slow(&self, ns: u64) {
+        // Time already reported as blocking calls (or allowed) is not reported again as a slow poll.
+        let busy = ns.saturating_sub(self.entered.excluded_ns());
+        if busy < self.scope.threshold_ns {
+            return;
+        }
+        thread::suspended(|_| self.scope.record_slow_poll(Duration::from_nanos(busy), self.site));
+        // The outer poll, if any, leaves out what this one reported.
+        thread::exclude(busy);
+    }
+}

@@ -1,0 +1,630 @@
+//! Violations, their severity and level, and how a call site is chosen from a stack.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
+
+use crate::catalogue::Category;
+
+/// The weight of one violation, on aiocop's scale (heavy 50, moderate 10, light 1, trivial 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Weight {
+    /// 0: harmless on its own, e.g. a write to stdout.
+    Trivial,
+    /// 1: cheap, e.g. a `stat`.
+    Light,
+    /// 10: worth fixing, e.g. opening a file.
+    Moderate,
+    /// 50: stalls the worker thread, e.g. a sleep or a DNS lookup.
+    Heavy,
+}
+
+impl Weight {
+    /// The numeric weight: 0, 1, 10 or 50.
+    pub const fn value(self) -> u32 {
+        match self {
+            Weight::Trivial => 0,
+            Weight::Light => 1,
+            Weight::Moderate => 10,
+            Weight::Heavy => 50,
+        }
+    }
+
+    /// The weight of a call of `category` that blocked for `duration`, given the slow-poll `threshold`.
+    ///
+    /// Measured cost can raise the static weight, never lower it: `>= 10 × threshold` is heavy, `>= threshold`
+    /// at least moderate. A lock wait has no static weight: under 1 ms it is light, from 1 ms moderate.
+    pub fn for_call(base: Weight, category: Category, duration: Duration, threshold: Duration) -> Weight {
+        let base = if category == Category::LockWait {
+            if duration < LOCK_WAIT_LIGHT_BELOW {
+                Weight::Light
+            } else {
+                Weight::Moderate
+            }
+        } else {
+            base
+        };
+        base.max(Self::for_duration(duration, threshold))
+    }
+
+    /// The weight measured time alone earns: heavy at `>= 10 × threshold`, moderate at `>= threshold`, otherwise
+    /// trivial. This is also the weight of a slow poll.
+    pub fn for_duration(duration: Duration, threshold: Duration) -> Weight {
+        if duration >= threshold.saturating_mul(10) {
+            Weight::Heavy
+        } else if duration >= threshold {
+            Weight::Moderate
+        } else {
+            Weight::Trivial
+        }
+    }
+}
+
+/// A lock wait shorter than this is light; from this on it is moderate. 1 ms.
+pub const LOCK_WAIT_LIGHT_BELOW: Duration = Duration::from_millis(1);
+
+impl Serialize for Weight {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.value())
+    }
+}
+
+/// The level of a severity: high from 50, medium from 10, low below (aiocop's thresholds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Severity below 10.
+    Low,
+    /// Severity 10 to 49.
+    Medium,
+    /// Severity 50 and above.
+    High,
+}
+
+impl Level {
+    /// The level of a severity (the max weight of a set of violations).
+    pub const fn of(severity: u32) -> Level {
+        if severity >= Weight::Heavy.value() {
+            Level::High
+        } else if severity >= Weight::Moderate.value() {
+            Level::Medium
+        } else {
+            Level::Low
+        }
+    }
+
+    /// The lowest severity that has this level: 0, 10 or 50.
+    pub const fn min_severity(self) -> u32 {
+        match self {
+            Level::Low => 0,
+            Level::Medium => Weight::Moderate.value(),
+            Level::High => Weight::Heavy.value(),
+        }
+    }
+
+    /// `"low"`, `"medium"` or `"high"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A source location: a file (relative to the workspace root when it lies inside it), a line and a column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct SourceLocation {
+    /// The file, e.g. `test-apps/notes/src/handlers.rs`.
+    pub file: String,
+    /// The 1-based line.
+    pub line: u32,
+    /// The 1-based column, when the debug info has one.
+    pub column: Option<u32>,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.column {
+            Some(c) => write!(f, "{}:{}:{}", self.file, self.line, c),
+            None => write!(f, "{}:{}", self.file, self.line),
+        }
+    }
+}
+
+/// Where in the user's code a violation happened.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallSite {
+    /// The first frame in the user's own code.
+    Source(SourceLocation),
+    /// The stack had no file and line information: the binary was built without debug info (or stripped).
+    /// Build tests with `debug = "line-tables-only"` or more.
+    NoDebugInfo,
+    /// No frame of the stack belongs to the user's code (for example, all of it is in the runtime).
+    Unknown,
+}
+
+impl CallSite {
+    /// The source location, if known.
+    pub fn location(&self) -> Option<&SourceLocation> {
+        match self {
+            CallSite::Source(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CallSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallSite::Source(l) => l.fmt(f),
+            CallSite::NoDebugInfo => f.write_str("no debug info"),
+            CallSite::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// One symbolized stack frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Frame {
+    /// The demangled function name without its hash, e.g. `std::fs::read_to_string`.
+    pub function: Option<String>,
+    /// The source file as the debug info names it (absolute, or relative to the workspace root).
+    pub file: Option<String>,
+    /// The 1-based line.
+    pub line: Option<u32>,
+    /// The 1-based column.
+    pub column: Option<u32>,
+}
+
+impl Frame {
+    fn location(&self) -> Option<SourceLocation> {
+        Some(SourceLocation {
+            file: self.file.clone()?,
+            line: self.line?,
+            column: self.column.filter(|c| *c > 0),
+        })
+    }
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.function.as_deref().unwrap_or("<unknown>"))?;
+        if let Some(loc) = self.location() {
+            write!(f, " at {loc}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One blocking call or slow poll seen while a thread was polling task code inside a scope.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Violation {
+    /// The libc function that blocked (e.g. `clock_nanosleep`), or `slow_poll`.
+    pub event: &'static str,
+    /// The event's category.
+    pub category: Category,
+    /// The weight: the category's static weight, raised by the measured duration.
+    pub weight: Weight,
+    /// The level of this violation's weight.
+    pub level: Level,
+    /// How long the call blocked (summed over `count` calls), or how long the poll ran.
+    #[serde(serialize_with = "serialize_duration_us", rename = "duration_us")]
+    pub duration: Duration,
+    /// How many consecutive identical calls (same event, same stack) this record stands for; usually 1.
+    pub count: u32,
+    /// A short detail: the path, `host:port`, program, fd or requested sleep. At most 128 bytes; never data.
+    pub detail: String,
+    /// The first frame in the user's own code.
+    pub call_site: CallSite,
+    /// The outermost std or dependency function just below the call site, e.g. `std::fs::read_to_string`.
+    pub blocking_api: Option<String>,
+    /// The stack from the blocking API down to the poll of the scope, trimmed of blockcop's and libc's frames.
+    pub stack: Vec<Frame>,
+    /// The id of the scope the violation was recorded in.
+    pub scope_id: u64,
+    /// The OS thread id (`gettid`) of the thread that blocked.
+    pub thread_id: u64,
+    /// The name of the thread that blocked, when it has one.
+    pub thread_name: Option<String>,
+    /// When the call returned (or the poll ended).
+    #[serde(serialize_with = "serialize_system_time")]
+    pub timestamp: SystemTime,
+}
+
+impl Violation {
+    /// The weight as a number: 0, 1, 10 or 50.
+    pub fn severity(&self) -> u32 {
+        self.weight.value()
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}, weight {}, {}) blocked for {:.1?} at {}",
+            self.event,
+            self.category,
+            self.weight.value(),
+            self.level,
+            self.duration,
+            self.call_site
+        )?;
+        if let Some(api) = &self.blocking_api {
+            write!(f, " via {api}")?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, " [{}]", self.detail)?;
+        }
+        if self.count > 1 {
+            write!(f, " ×{}", self.count)?;
+        }
+        Ok(())
+    }
+}
+
+fn serialize_duration_us<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn serialize_system_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let us = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    s.serialize_u64(u64::try_from(us).unwrap_or(u64::MAX))
+}
+
+/// The violations of a scope, a request or a task, with the count of those the per-scope cap dropped.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct Violations {
+    /// The recorded violations, in the order they happened.
+    pub list: Vec<Violation>,
+    /// How many violations were dropped because the scope reached its cap
+    /// ([`Config::max_violations_per_scope`](crate::Config::max_violations_per_scope)).
+    pub dropped: u64,
+}
+
+impl Violations {
+    /// The severity: the maximum weight, 0 when there is none.
+    pub fn severity(&self) -> u32 {
+        self.list.iter().map(Violation::severity).max().unwrap_or(0)
+    }
+
+    /// The level of [`severity`](Self::severity).
+    pub fn level(&self) -> Level {
+        Level::of(self.severity())
+    }
+
+    /// True when nothing was recorded and nothing dropped.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty() && self.dropped == 0
+    }
+
+    /// The earliest violation.
+    pub fn first(&self) -> Option<&Violation> {
+        self.list.first()
+    }
+
+    /// The violation with the highest weight, the earliest among equals.
+    pub fn worst(&self) -> Option<&Violation> {
+        self.list.iter().rev().max_by_key(|v| v.weight)
+    }
+
+    /// Iterates over the violations.
+    pub fn iter(&self) -> std::slice::Iter<'_, Violation> {
+        self.list.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Violations {
+    type Item = &'a Violation;
+    type IntoIter = std::slice::Iter<'a, Violation>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
+/// Where a frame's code comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// std, core, alloc (from the toolchain's sources).
+    Std,
+    /// blockcop itself.
+    Blockcop,
+    /// A crate from a registry or git dependency (under the cargo home).
+    Dependency,
+    /// The user's own code.
+    User,
+    /// No file information: libc and other code without debug info.
+    Unknown,
+}
+
+/// What the classifier needs to know about this machine.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    /// `$CARGO_HOME`, usually `~/.cargo`.
+    pub(crate) cargo_home: Option<String>,
+    /// blockcop's own `src/` directory.
+    pub(crate) blockcop_src: String,
+}
+
+const STD_PREFIXES: [&str; 6] = ["std::", "core::", "alloc::", "<std::", "<core::", "<alloc::"];
+
+pub(crate) fn classify(frame: &Frame, paths: &Paths) -> Origin {
+    let func = frame.function.as_deref().unwrap_or("");
+    let Some(file) = frame.file.as_deref() else {
+        return if STD_PREFIXES.iter().any(|p| func.starts_with(p)) {
+            Origin::Std
+        } else {
+            Origin::Unknown
+        };
+    };
+    if file.starts_with("/rustc/") || file.contains("/rustlib/src/rust/library/") {
+        Origin::Std
+    } else if file.starts_with(&paths.blockcop_src) {
+        Origin::Blockcop
+    } else if file.contains("/.cargo/registry/")
+        || file.contains("/.cargo/git/")
+        || paths.cargo_home.as_deref().is_some_and(|home| {
+            Path::new(file).starts_with(Path::new(home).join("registry"))
+                || Path::new(file).starts_with(Path::new(home).join("git"))
+        })
+    {
+        Origin::Dependency
+    } else {
+        Origin::User
+    }
+}
+
+/// The call site, blocking API and trimmed stack chosen from a stack (innermost frame first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Selection {
+    pub(crate) call_site: CallSite,
+    pub(crate) blocking_api: Option<String>,
+    pub(crate) stack: Vec<Frame>,
+}
+
+/// Chooses the call site: the first frame in the user's own code, skipping std/core/alloc, libc, blockcop and
+/// dependencies; the blocking API is the frame just below it when that frame is std or a dependency. The trimmed
+/// stack runs from the first frame past blockcop's hook to the frame before blockcop's poll of the scope.
+pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Selection {
+    let origins: Vec<Origin> = frames.iter().map(|f| classify(f, paths)).collect();
+    // Skip the hook's own frames (and libc's, which have no file) at the top.
+    let start = origins
+        .iter()
+        .position(|o| !matches!(o, Origin::Blockcop | Origin::Unknown))
+        .unwrap_or(origins.len());
+    let end = origins[start..]
+        .iter()
+        .position(|o| *o == Origin::Blockcop)
+        .map_or(origins.len(), |i| start + i);
+    let stack: Vec<Frame> = frames[start..end]
+        .iter()
+        .map(|f| Frame {
+            file: f.file.as_deref().map(|p| relative(p, root)),
+            ..f.clone()
+        })
+        .collect();
+    let user = origins[start..end].iter().position(|o| *o == Origin::User);
+    let call_site = match user {
+        Some(i) => stack[i]
+            .location()
+            .map_or(CallSite::Unknown, CallSite::Source),
+        None if frames.iter().all(|f| f.file.is_none()) && !frames.is_empty() => CallSite::NoDebugInfo,
+        None => CallSite::Unknown,
+    };
+    let blocking_api = match user {
+        Some(0) | None => None,
+        Some(i) => match origins[start + i - 1] {
+            Origin::Std | Origin::Dependency => stack[i - 1].function.clone(),
+            _ => None,
+        },
+    };
+    Selection {
+        call_site,
+        blocking_api,
+        stack,
+    }
+}
+
+/// `file` relative to the workspace `root` when it lies inside it, otherwise unchanged.
+pub(crate) fn relative(file: &str, root: Option<&Path>) -> String {
+    root.and_then(|r| Path::new(file).strip_prefix(r).ok())
+        .map_or_else(|| file.to_owned(), |p| p.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: Option<&str>, line: u32) -> Frame {
+        Frame {
+            function: Some(function.to_owned()),
+            file: file.map(str::to_owned),
+            line: file.map(|_| line),
+            column: file.map(|_| 5),
+        }
+    }
+
+    fn paths() -> Paths {
+        Paths {
+            cargo_home: Some("/home/dev/.cargo".into()),
+            blockcop_src: "/work/blockcop/src/".into(),
+        }
+    }
+
+    const ROOT: &str = "/work/app";
+
+    fn hook() -> Vec<Frame> {
+        vec![
+            frame("blockcop::intercept::hooks::record", Some("/work/blockcop/src/intercept/hooks.rs"), 200),
+            frame("clock_nanosleep", Some("/work/blockcop/src/intercept/hooks.rs"), 90),
+        ]
+    }
+
+    fn poll_tail() -> Vec<Frame> {
+        vec![
+            frame("<blockcop::Instrumented<F> as core::future::Future>::poll", Some("/work/blockcop/src/instrument.rs"), 70),
+            frame("tokio::runtime::task::core::Core::poll", Some("/home/dev/.cargo/registry/src/index.crates.io-1/tokio-1.54.1/src/runtime/task/core.rs"), 300),
+        ]
+    }
+
+    #[test]
+    fn call_site_skips_std_and_names_the_std_api() {
+        let mut frames = hook();
+        frames.extend([
+            frame("std::sys::pal::unix::thread::Thread::sleep", Some("/rustc/abc/library/std/src/sys/pal/unix/thread.rs"), 10),
+            frame("std::thread::sleep", Some("/rustc/abc/library/std/src/thread/mod.rs"), 20),
+            frame("app::handlers::retry::{{closure}}", Some("/work/app/src/handlers.rs"), 88),
+            frame("app::main::{{closure}}", Some("/work/app/src/main.rs"), 12),
+        ]);
+        frames.extend(poll_tail());
+        let s = select(&frames, &paths(), Some(Path::new(ROOT)));
+        assert_eq!(s.call_site.to_string(), "src/handlers.rs:88:5");
+        assert_eq!(s.blocking_api.as_deref(), Some("std::thread::sleep"));
+        // Trimmed: no blockcop frames, nothing past the scope's poll.
+        assert_eq!(s.stack.len(), 4);
+        assert_eq!(s.stack[0].function.as_deref(), Some("std::sys::pal::unix::thread::Thread::sleep"));
+    }
+
+    #[test]
+    fn blocking_call_inside_a_dependency_points_at_the_users_call() {
+        let mut frames = hook();
+        frames.extend([
+            frame("std::fs::File::open", Some("/rustc/abc/library/std/src/fs.rs"), 10),
+            frame("sqlite::conn::open", Some("/home/dev/.cargo/registry/src/index.crates.io-1/sqlite-0.3.0/src/conn.rs"), 44),
+            frame("sqlite::Db::query", Some("/home/dev/.cargo/git/checkouts/sqlite-1/src/lib.rs"), 9),
+            frame("app::store::load", Some("/work/app/src/store.rs"), 31),
+        ]);
+        frames.extend(poll_tail());
+        let s = select(&frames, &paths(), Some(Path::new(ROOT)));
+        assert_eq!(s.call_site.to_string(), "src/store.rs:31:5");
+        assert_eq!(s.blocking_api.as_deref(), Some("sqlite::Db::query"));
+    }
+
+    #[test]
+    fn user_helper_two_calls_deep_is_the_call_site() {
+        let mut frames = hook();
+        frames.extend([
+            frame("std::fs::read_to_string", Some("/rustc/abc/library/std/src/fs.rs"), 10),
+            frame("app::util::read_config", Some("/work/app/src/util.rs"), 7),
+            frame("app::util::load", Some("/work/app/src/util.rs"), 15),
+            frame("app::handlers::index::{{closure}}", Some("/work/app/src/handlers.rs"), 40),
+        ]);
+        frames.extend(poll_tail());
+        let s = select(&frames, &paths(), Some(Path::new(ROOT)));
+        assert_eq!(s.call_site.to_string(), "src/util.rs:7:5");
+        assert_eq!(s.blocking_api.as_deref(), Some("std::fs::read_to_string"));
+    }
+
+    #[test]
+    fn std_frames_without_files_are_still_std_and_libc_is_skipped() {
+        let mut frames = vec![frame("__GI___clock_nanosleep", None, 0)];
+        frames.extend(hook());
+        frames.extend([
+            frame("std::thread::sleep", None, 0),
+            frame("app::run", Some("/elsewhere/app/src/lib.rs"), 3),
+        ]);
+        let s = select(&frames, &paths(), Some(Path::new(ROOT)));
+        assert_eq!(s.call_site.to_string(), "/elsewhere/app/src/lib.rs:3:5");
+        assert_eq!(s.blocking_api.as_deref(), Some("std::thread::sleep"));
+    }
+
+    #[test]
+    fn no_debug_info_is_said_not_invented() {
+        let frames = vec![frame("read", None, 0), frame("app::run", None, 0), frame("main", None, 0)];
+        let s = select(&frames, &paths(), None);
+        assert_eq!(s.call_site, CallSite::NoDebugInfo);
+        assert_eq!(s.call_site.to_string(), "no debug info");
+        assert_eq!(s.blocking_api, None);
+    }
+
+    #[test]
+    fn runtime_only_stack_has_unknown_site() {
+        let mut frames = hook();
+        frames.extend(poll_tail());
+        frames.insert(2, frame("tokio::sync::notify::Notify::notify_one", Some("/home/dev/.cargo/registry/src/x/tokio-1/src/sync/notify.rs"), 5));
+        let s = select(&frames, &paths(), None);
+        assert_eq!(s.call_site, CallSite::Unknown);
+    }
+
+    #[test]
+    fn level_thresholds_follow_aiocop() {
+        assert_eq!(Level::of(0), Level::Low);
+        assert_eq!(Level::of(9), Level::Low);
+        assert_eq!(Level::of(10), Level::Medium);
+        assert_eq!(Level::of(49), Level::Medium);
+        assert_eq!(Level::of(50), Level::High);
+        assert_eq!(Level::of(500), Level::High);
+    }
+
+    #[test]
+    fn duration_raises_weight_never_lowers_it() {
+        let t = Duration::from_millis(10);
+        let w = |base, cat, ms| Weight::for_call(base, cat, Duration::from_millis(ms), t);
+        assert_eq!(w(Weight::Light, Category::Metadata, 0), Weight::Light);
+        assert_eq!(w(Weight::Light, Category::Metadata, 10), Weight::Moderate);
+        assert_eq!(w(Weight::Light, Category::Metadata, 100), Weight::Heavy);
+        assert_eq!(w(Weight::Trivial, Category::BlockingIo, 99), Weight::Moderate);
+        assert_eq!(w(Weight::Heavy, Category::Sleep, 0), Weight::Heavy);
+        // Lock waits are weighted by the wait itself.
+        let lock = |us| Weight::for_call(Weight::Light, Category::LockWait, Duration::from_micros(us), t);
+        assert_eq!(lock(999), Weight::Light);
+        assert_eq!(lock(1_000), Weight::Moderate);
+        assert_eq!(lock(10_000), Weight::Moderate);
+        assert_eq!(lock(100_000), Weight::Heavy);
+        // Slow polls: moderate at the threshold, heavy at ten times.
+        assert_eq!(Weight::for_duration(Duration::from_millis(9), t), Weight::Trivial);
+        assert_eq!(Weight::for_duration(Duration::from_millis(10), t), Weight::Moderate);
+        assert_eq!(Weight::for_duration(Duration::from_millis(100), t), Weight::Heavy);
+    }
+
+    fn violation(event: &'static str, weight: Weight) -> Violation {
+        Violation {
+            event,
+            category: Category::Sleep,
+            weight,
+            level: Level::of(weight.value()),
+            duration: Duration::ZERO,
+            count: 1,
+            detail: String::new(),
+            call_site: CallSite::Unknown,
+            blocking_api: None,
+            stack: vec![],
+            scope_id: 1,
+            thread_id: 1,
+            thread_name: None,
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn severity_is_max_weight_and_worst_is_earliest_among_equals() {
+        let set = Violations {
+            list: vec![
+                violation("statx", Weight::Light),
+                violation("open64", Weight::Heavy),
+                violation("clock_nanosleep", Weight::Heavy),
+                violation("read", Weight::Moderate),
+            ],
+            dropped: 0,
+        };
+        assert_eq!(set.severity(), 50);
+        assert_eq!(set.level(), Level::High);
+        assert_eq!(set.first().unwrap().event, "statx");
+        assert_eq!(set.worst().unwrap().event, "open64");
+        assert_eq!(Violations::default().severity(), 0);
+        assert_eq!(Violations::default().level(), Level::Low);
+    }
+}
