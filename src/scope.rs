@@ -110,6 +110,8 @@ impl Scope {
 struct Records {
     list: Vec<RawViolation>,
     dropped: u64,
+    /// The latest call was dropped, so the last record is no longer the previous call.
+    last_dropped: bool,
 }
 
 /// A violation as recorded on the hot path: raw stack, not yet symbolized.
@@ -168,7 +170,9 @@ impl ScopeShared {
         let weight = Weight::for_call(base, event.category, duration, self.threshold);
         let mut records = self.lock();
         // A loop of identical calls (same event, same stack) is one record with a count.
+        let last_dropped = records.last_dropped;
         if let Some(last) = records.list.last_mut()
+            && !last_dropped
             && last.event == event
             && last.stack == *stack
         {
@@ -217,7 +221,8 @@ impl ScopeShared {
     }
 
     fn push(&self, records: &mut Records, raw: RawViolation) {
-        if records.list.len() >= self.cap {
+        records.last_dropped = records.list.len() >= self.cap;
+        if records.last_dropped {
             records.dropped += 1;
         } else {
             records.list.push(raw);

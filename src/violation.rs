@@ -340,7 +340,9 @@ impl<'a> IntoIterator for &'a Violations {
 pub(crate) enum Origin {
     /// std, core, alloc (from the toolchain's sources).
     Std,
-    /// blockcop itself.
+    /// blockcop's interposer (the hook and the stack capture above it).
+    Hook,
+    /// blockcop itself, outside the interposer (the poll of a scope).
     Blockcop,
     /// A crate from a registry or git dependency (under the cargo home).
     Dependency,
@@ -372,8 +374,8 @@ pub(crate) fn classify(frame: &Frame, paths: &Paths) -> Origin {
     };
     if file.starts_with("/rustc/") || file.contains("/rustlib/src/rust/library/") {
         Origin::Std
-    } else if file.starts_with(&paths.blockcop_src) {
-        Origin::Blockcop
+    } else if let Some(rest) = file.strip_prefix(&paths.blockcop_src) {
+        if rest.starts_with("intercept/") { Origin::Hook } else { Origin::Blockcop }
     } else if file.contains("/.cargo/registry/")
         || file.contains("/.cargo/git/")
         || paths.cargo_home.as_deref().is_some_and(|home| {
@@ -400,11 +402,13 @@ pub(crate) struct Selection {
 /// stack runs from the first frame past blockcop's hook to the frame before blockcop's poll of the scope.
 pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Selection {
     let origins: Vec<Origin> = frames.iter().map(|f| classify(f, paths)).collect();
-    // Skip the hook's own frames (and libc's, which have no file) at the top.
-    let start = origins
+    // Skip everything up to the hook (the stack capture's own frames, std's catch_unwind) and libc's frames,
+    // which have no file, just below it.
+    let after_hook = origins.iter().rposition(|o| *o == Origin::Hook).map_or(0, |i| i + 1);
+    let start = origins[after_hook..]
         .iter()
         .position(|o| !matches!(o, Origin::Blockcop | Origin::Unknown))
-        .unwrap_or(origins.len());
+        .map_or(origins.len(), |i| after_hook + i);
     let end = origins[start..]
         .iter()
         .position(|o| *o == Origin::Blockcop)
@@ -468,6 +472,8 @@ mod tests {
 
     fn hook() -> Vec<Frame> {
         vec![
+            frame("backtrace::backtrace::trace_unsynchronized", Some("/home/dev/.cargo/registry/src/index.crates.io-1/backtrace-0.3.77/src/backtrace/mod.rs"), 66),
+            frame("std::panicking::try", Some("/rustc/abc/library/std/src/panicking.rs"), 500),
             frame("blockcop::intercept::hooks::record", Some("/work/blockcop/src/intercept/hooks.rs"), 200),
             frame("clock_nanosleep", Some("/work/blockcop/src/intercept/hooks.rs"), 90),
         ]
