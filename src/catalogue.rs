@@ -51,18 +51,12 @@ impl Category {
     /// The static weight of the category, from [`CATALOGUE`]. Measured duration can raise a violation's weight
     /// above this, never lower it (lock waits are the exception: their weight comes from the measured wait).
     pub fn weight(self) -> Weight {
-        CATALOGUE
-            .iter()
-            .find(|row| row.category == self)
-            .map_or(Weight::Moderate, |row| row.weight)
+        CATALOGUE.iter().find(|row| row.category == self).map_or(Weight::Moderate, |row| row.weight)
     }
 
     /// How to fix a violation of this category, in one line.
     pub fn fix_hint(self) -> &'static str {
-        CATALOGUE
-            .iter()
-            .find(|row| row.category == self)
-            .map_or("", |row| row.fix)
+        CATALOGUE.iter().find(|row| row.category == self).map_or("", |row| row.fix)
     }
 }
 
@@ -177,7 +171,17 @@ pub static CATALOGUE: &[CatalogueRow] = &[
         category: Category::Metadata,
         weight: Weight::Light,
         functions: &[
-            "stat", "stat64", "lstat", "lstat64", "fstat", "fstat64", "fstatat", "fstatat64", "statx", "access", "faccessat",
+            "stat",
+            "stat64",
+            "lstat",
+            "lstat64",
+            "fstat",
+            "fstat64",
+            "fstatat",
+            "fstatat64",
+            "statx",
+            "access",
+            "faccessat",
         ],
         condition: "always",
         fix: "use `tokio::fs::metadata`, or move the work into `tokio::task::spawn_blocking`",
@@ -215,10 +219,7 @@ pub(crate) const fn event(name: &'static str) -> Event {
         let mut f = 0;
         while f < row.functions.len() {
             if str_eq(row.functions[f], name) {
-                return Event {
-                    name,
-                    category: row.category,
-                };
+                return Event { name, category: row.category };
             }
             f += 1;
         }
@@ -283,6 +284,15 @@ mod tests {
         ] {
             assert!(CATALOGUE.iter().any(|r| r.category == c), "{c} has no row");
             assert!(!c.fix_hint().is_empty(), "{c} has no fix hint");
+        }
+    }
+
+    #[test]
+    fn readme_table_matches_the_catalogue() {
+        let readme = include_str!("../README.md");
+        for row in CATALOGUE {
+            let line = format!("| {} | {} |", row.category, row.functions.join(", "));
+            assert!(readme.contains(&line), "README's catalogue table lacks or differs from: {line}");
         }
     }
 }

@@ -234,9 +234,7 @@ impl ConfigBuilder {
 
     /// Builds the configuration.
     pub fn build(self) -> Config {
-        Config {
-            inner: Arc::new(self.settings),
-        }
+        Config { inner: Arc::new(self.settings) }
     }
 }
 
@@ -251,11 +249,7 @@ fn parse_enabled(v: &str) -> bool {
 fn parse_positive(variable: &'static str, v: &str, expected: &'static str) -> Result<u64, ConfigError> {
     match v.trim().parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(ConfigError {
-            variable,
-            value: v.to_owned(),
-            expected,
-        }),
+        _ => Err(ConfigError { variable, value: v.to_owned(), expected }),
     }
 }
 

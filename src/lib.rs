@@ -19,7 +19,6 @@
 //! let v = violations.first().unwrap();
 //! assert_eq!(v.event, "clock_nanosleep");
 //! assert_eq!(v.level, Level::High);
-//! assert!(v.blocking_api.as_deref().unwrap().starts_with("std::thread::"));
 //! println!("{v}"); // clock_nanosleep (sleep, weight 50, high) blocked for 20.1ms at src/main.rs:9:5 via std::thread::functions::sleep [sleep 20ms]
 //! # }
 //! # }
@@ -56,7 +55,7 @@ mod scope;
 mod symbolize;
 mod violation;
 
-pub use catalogue::{CATALOGUE, Category, CatalogueRow};
+pub use catalogue::{CATALOGUE, CatalogueRow, Category};
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
     DEFAULT_SLOW_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS, ENV_SLOW_POLL_MS, init,
@@ -64,9 +63,7 @@ pub use config::{
 };
 pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use scope::Scope;
-pub use violation::{
-    CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Violation, Violations, Weight,
-};
+pub use violation::{CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Violation, Violations, Weight};
 
 /// Runs `f` with detection suspended on this thread: its blocking calls are not recorded and its time is left
 /// out of the enclosing poll's slow-poll check. For blocking that is deliberate and known to be short.

@@ -44,12 +44,14 @@ impl Scope {
     /// A new, empty scope judged by `config` (its slow-poll threshold, cap and allowlist). The scope records
     /// whether or not `config` is enabled: enabling decides whether [`instrument`](crate::instrument) makes one.
     pub fn new(config: &Config) -> Scope {
-        clock::init();
+        let threshold_ns = u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX);
         Scope {
             shared: Arc::new(ScopeShared {
                 id: NEXT_SCOPE_ID.fetch_add(1, Ordering::Relaxed),
                 threshold: config.slow_poll_threshold(),
-                threshold_ns: u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX),
+                threshold_ns,
+                threshold_ticks: clock::ns_to_ticks(threshold_ns),
+                ticks: clock::Ticks::get(),
                 cap: config.max_violations_per_scope(),
                 config: config.clone(),
                 records: Mutex::new(Records::default()),
@@ -89,10 +91,7 @@ impl Scope {
     pub fn take_violations(&self) -> Violations {
         let records = std::mem::take(&mut *self.shared.lock());
         if records.list.is_empty() {
-            return Violations {
-                list: Vec::new(),
-                dropped: records.dropped,
-            };
+            return Violations { list: Vec::new(), dropped: records.dropped };
         }
         crate::allow_blocking(|| Violations {
             list: symbolize::resolve(records.list, &self.shared.config, self.shared.id),
@@ -136,6 +135,9 @@ pub(crate) struct ScopeShared {
     config: Config,
     threshold: Duration,
     threshold_ns: u64,
+    /// The threshold in raw clock ticks, so the hot path never converts.
+    threshold_ticks: u64,
+    ticks: clock::Ticks,
     cap: usize,
     records: Mutex<Records>,
 }
@@ -155,12 +157,7 @@ impl ScopeShared {
     /// Runs `f` as one poll inside this scope, timing it.
     #[inline(always)]
     pub(crate) fn poll<R>(&self, site: Option<&'static Location<'static>>, f: impl FnOnce() -> R) -> R {
-        let _timer = PollTimer {
-            start: clock::now(),
-            scope: self,
-            site,
-            entered: thread::enter(self),
-        };
+        let _timer = PollTimer { start: self.ticks.now(), scope: self, site, entered: thread::enter(self) };
         f()
     }
 
@@ -241,9 +238,9 @@ struct PollTimer<'a> {
 impl Drop for PollTimer<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        let ns = clock::delta_ns(self.start, clock::now());
-        if ns >= self.scope.threshold_ns {
-            self.slow(ns);
+        let end = self.scope.ticks.now();
+        if end.wrapping_sub(self.start) >= self.scope.threshold_ticks {
+            self.slow(end);
         }
     }
 }
@@ -251,7 +248,8 @@ impl Drop for PollTimer<'_> {
 impl PollTimer<'_> {
     #[cold]
     #[inline(never)]
-    fn slow(&self, ns: u64) {
+    fn slow(&self, end: u64) {
+        let ns = self.scope.ticks.delta_ns(self.start, end);
         // Time already reported as blocking calls (or allowed) is not reported again as a slow poll.
         let busy = ns.saturating_sub(self.entered.excluded_ns());
         if busy < self.scope.threshold_ns {

@@ -23,9 +23,7 @@ static PATHS: LazyLock<Paths> = LazyLock::new(|| Paths {
 /// The workspace root: the nearest ancestor of the running package's manifest directory (or the current
 /// directory) whose `Cargo.toml` has a `[workspace]` table. Call sites inside it are shown relative to it.
 static WORKSPACE_ROOT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
-    let start = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_dir().ok())?;
+    let start = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).or_else(|| std::env::current_dir().ok())?;
     let is_workspace = |dir: &Path| {
         std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
     };
@@ -56,18 +54,10 @@ fn frames_at(ip: usize) -> Arc<[Frame]> {
         });
     });
     if frames.is_empty() {
-        frames.push(Frame {
-            function: None,
-            file: None,
-            line: None,
-            column: None,
-        });
+        frames.push(Frame { function: None, file: None, line: None, column: None });
     }
     let frames: Arc<[Frame]> = frames.into();
-    FRAMES
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(ip, frames.clone());
+    FRAMES.lock().unwrap_or_else(PoisonError::into_inner).insert(ip, frames.clone());
     frames
 }
 
@@ -114,9 +104,7 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
 /// or it is a lock wait of tokio's own runtime (its internal locks are held for a few instructions).
 fn allowed(frames: &[Frame], category: Category, config: &Config) -> bool {
     let matches = |f: &Frame| {
-        f.function
-            .as_deref()
-            .is_some_and(|name| config.allowlist().iter().any(|p| name.starts_with(p.as_str())))
+        f.function.as_deref().is_some_and(|name| config.allowlist().iter().any(|p| name.starts_with(p.as_str())))
     };
     if frames.iter().any(matches) {
         return true;

@@ -39,11 +39,7 @@ impl Weight {
     /// at least moderate. A lock wait has no static weight: under 1 ms it is light, from 1 ms moderate.
     pub fn for_call(base: Weight, category: Category, duration: Duration, threshold: Duration) -> Weight {
         let base = if category == Category::LockWait {
-            if duration < LOCK_WAIT_LIGHT_BELOW {
-                Weight::Light
-            } else {
-                Weight::Moderate
-            }
+            if duration < LOCK_WAIT_LIGHT_BELOW { Weight::Light } else { Weight::Moderate }
         } else {
             base
         };
@@ -189,11 +185,7 @@ pub struct Frame {
 
 impl Frame {
     fn location(&self) -> Option<SourceLocation> {
-        Some(SourceLocation {
-            file: self.file.clone()?,
-            line: self.line?,
-            column: self.column.filter(|c| *c > 0),
-        })
+        Some(SourceLocation { file: self.file.clone()?, line: self.line?, column: self.column.filter(|c| *c > 0) })
     }
 }
 
@@ -366,11 +358,7 @@ const STD_PREFIXES: [&str; 6] = ["std::", "core::", "alloc::", "<std::", "<core:
 pub(crate) fn classify(frame: &Frame, paths: &Paths) -> Origin {
     let func = frame.function.as_deref().unwrap_or("");
     let Some(file) = frame.file.as_deref() else {
-        return if STD_PREFIXES.iter().any(|p| func.starts_with(p)) {
-            Origin::Std
-        } else {
-            Origin::Unknown
-        };
+        return if STD_PREFIXES.iter().any(|p| func.starts_with(p)) { Origin::Std } else { Origin::Unknown };
     };
     if file.starts_with("/rustc/") || file.contains("/rustlib/src/rust/library/") {
         Origin::Std
@@ -409,22 +397,14 @@ pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Se
         .iter()
         .position(|o| !matches!(o, Origin::Blockcop | Origin::Unknown))
         .map_or(origins.len(), |i| after_hook + i);
-    let end = origins[start..]
-        .iter()
-        .position(|o| *o == Origin::Blockcop)
-        .map_or(origins.len(), |i| start + i);
+    let end = origins[start..].iter().position(|o| *o == Origin::Blockcop).map_or(origins.len(), |i| start + i);
     let stack: Vec<Frame> = frames[start..end]
         .iter()
-        .map(|f| Frame {
-            file: f.file.as_deref().map(|p| relative(p, root)),
-            ..f.clone()
-        })
+        .map(|f| Frame { file: f.file.as_deref().map(|p| relative(p, root)), ..f.clone() })
         .collect();
     let user = origins[start..end].iter().position(|o| *o == Origin::User);
     let call_site = match user {
-        Some(i) => stack[i]
-            .location()
-            .map_or(CallSite::Unknown, CallSite::Source),
+        Some(i) => stack[i].location().map_or(CallSite::Unknown, CallSite::Source),
         None if frames.iter().all(|f| f.file.is_none()) && !frames.is_empty() => CallSite::NoDebugInfo,
         None => CallSite::Unknown,
     };
@@ -435,11 +415,7 @@ pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Se
             _ => None,
         },
     };
-    Selection {
-        call_site,
-        blocking_api,
-        stack,
-    }
+    Selection { call_site, blocking_api, stack }
 }
 
 /// `file` relative to the workspace `root` when it lies inside it, otherwise unchanged.
@@ -462,17 +438,18 @@ mod tests {
     }
 
     fn paths() -> Paths {
-        Paths {
-            cargo_home: Some("/home/dev/.cargo".into()),
-            blockcop_src: "/work/blockcop/src/".into(),
-        }
+        Paths { cargo_home: Some("/home/dev/.cargo".into()), blockcop_src: "/work/blockcop/src/".into() }
     }
 
     const ROOT: &str = "/work/app";
 
     fn hook() -> Vec<Frame> {
         vec![
-            frame("backtrace::backtrace::trace_unsynchronized", Some("/home/dev/.cargo/registry/src/index.crates.io-1/backtrace-0.3.77/src/backtrace/mod.rs"), 66),
+            frame(
+                "backtrace::backtrace::trace_unsynchronized",
+                Some("/home/dev/.cargo/registry/src/index.crates.io-1/backtrace-0.3.77/src/backtrace/mod.rs"),
+                66,
+            ),
             frame("std::panicking::try", Some("/rustc/abc/library/std/src/panicking.rs"), 500),
             frame("blockcop::intercept::hooks::record", Some("/work/blockcop/src/intercept/hooks.rs"), 200),
             frame("clock_nanosleep", Some("/work/blockcop/src/intercept/hooks.rs"), 90),
@@ -481,8 +458,16 @@ mod tests {
 
     fn poll_tail() -> Vec<Frame> {
         vec![
-            frame("<blockcop::Instrumented<F> as core::future::Future>::poll", Some("/work/blockcop/src/instrument.rs"), 70),
-            frame("tokio::runtime::task::core::Core::poll", Some("/home/dev/.cargo/registry/src/index.crates.io-1/tokio-1.54.1/src/runtime/task/core.rs"), 300),
+            frame(
+                "<blockcop::Instrumented<F> as core::future::Future>::poll",
+                Some("/work/blockcop/src/instrument.rs"),
+                70,
+            ),
+            frame(
+                "tokio::runtime::task::core::Core::poll",
+                Some("/home/dev/.cargo/registry/src/index.crates.io-1/tokio-1.54.1/src/runtime/task/core.rs"),
+                300,
+            ),
         ]
     }
 
@@ -490,7 +475,11 @@ mod tests {
     fn call_site_skips_std_and_names_the_std_api() {
         let mut frames = hook();
         frames.extend([
-            frame("std::sys::pal::unix::thread::Thread::sleep", Some("/rustc/abc/library/std/src/sys/pal/unix/thread.rs"), 10),
+            frame(
+                "std::sys::pal::unix::thread::Thread::sleep",
+                Some("/rustc/abc/library/std/src/sys/pal/unix/thread.rs"),
+                10,
+            ),
             frame("std::thread::sleep", Some("/rustc/abc/library/std/src/thread/mod.rs"), 20),
             frame("app::handlers::retry::{{closure}}", Some("/work/app/src/handlers.rs"), 88),
             frame("app::main::{{closure}}", Some("/work/app/src/main.rs"), 12),
@@ -509,7 +498,11 @@ mod tests {
         let mut frames = hook();
         frames.extend([
             frame("std::fs::File::open", Some("/rustc/abc/library/std/src/fs.rs"), 10),
-            frame("sqlite::conn::open", Some("/home/dev/.cargo/registry/src/index.crates.io-1/sqlite-0.3.0/src/conn.rs"), 44),
+            frame(
+                "sqlite::conn::open",
+                Some("/home/dev/.cargo/registry/src/index.crates.io-1/sqlite-0.3.0/src/conn.rs"),
+                44,
+            ),
             frame("sqlite::Db::query", Some("/home/dev/.cargo/git/checkouts/sqlite-1/src/lib.rs"), 9),
             frame("app::store::load", Some("/work/app/src/store.rs"), 31),
         ]);
@@ -538,10 +531,7 @@ mod tests {
     fn std_frames_without_files_are_still_std_and_libc_is_skipped() {
         let mut frames = vec![frame("__GI___clock_nanosleep", None, 0)];
         frames.extend(hook());
-        frames.extend([
-            frame("std::thread::sleep", None, 0),
-            frame("app::run", Some("/elsewhere/app/src/lib.rs"), 3),
-        ]);
+        frames.extend([frame("std::thread::sleep", None, 0), frame("app::run", Some("/elsewhere/app/src/lib.rs"), 3)]);
         let s = select(&frames, &paths(), Some(Path::new(ROOT)));
         assert_eq!(s.call_site.to_string(), "/elsewhere/app/src/lib.rs:3:5");
         assert_eq!(s.blocking_api.as_deref(), Some("std::thread::sleep"));
@@ -560,7 +550,14 @@ mod tests {
     fn runtime_only_stack_has_unknown_site() {
         let mut frames = hook();
         frames.extend(poll_tail());
-        frames.insert(2, frame("tokio::sync::notify::Notify::notify_one", Some("/home/dev/.cargo/registry/src/x/tokio-1/src/sync/notify.rs"), 5));
+        frames.insert(
+            2,
+            frame(
+                "tokio::sync::notify::Notify::notify_one",
+                Some("/home/dev/.cargo/registry/src/x/tokio-1/src/sync/notify.rs"),
+                5,
+            ),
+        );
         let s = select(&frames, &paths(), None);
         assert_eq!(s.call_site, CallSite::Unknown);
     }

@@ -35,10 +35,7 @@ struct Real {
 
 impl Real {
     const fn new(name: &'static CStr) -> Real {
-        Real {
-            ptr: AtomicPtr::new(std::ptr::null_mut()),
-            name,
-        }
+        Real { ptr: AtomicPtr::new(std::ptr::null_mut()), name }
     }
 
     #[inline(always)]
@@ -407,8 +404,9 @@ hooks! {
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     const EVENT: Event = catalogue::event("fcntl");
     // SAFETY: REAL_FCNTL holds libc's fcntl; the third argument is forwarded as the caller passed it.
-    let real =
-        unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int, c_int, c_long) -> c_int>(REAL_FCNTL.get()) };
+    let real = unsafe {
+        std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int, c_int, c_long) -> c_int>(REAL_FCNTL.get())
+    };
     intercept(
         EVENT,
         || matches!(cmd, libc::F_SETLKW | libc::F_OFD_SETLKW).then(|| fd_detail(fd)),
@@ -469,12 +467,7 @@ pub unsafe extern "C" fn syscall(
     intercept(
         EVENT,
         || {
-            let waits = [
-                libc::FUTEX_WAIT,
-                libc::FUTEX_WAIT_BITSET,
-                libc::FUTEX_LOCK_PI,
-                libc::FUTEX_WAIT_REQUEUE_PI,
-            ];
+            let waits = [libc::FUTEX_WAIT, libc::FUTEX_WAIT_BITSET, libc::FUTEX_LOCK_PI, libc::FUTEX_WAIT_REQUEUE_PI];
             (number == libc::SYS_futex && waits.iter().any(|w| c_long::from(*w) == a2 & FUTEX_CMD_MASK))
                 .then(|| Detail::text("futex wait"))
         },

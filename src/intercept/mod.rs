@@ -42,10 +42,7 @@ pub(crate) struct RawStack {
 }
 
 impl RawStack {
-    pub(crate) const EMPTY: RawStack = RawStack {
-        ips: [0; MAX_FRAMES],
-        len: 0,
-    };
+    pub(crate) const EMPTY: RawStack = RawStack { ips: [0; MAX_FRAMES], len: 0 };
 
     /// Captures the calling thread's stack (at most [`MAX_FRAMES`] frames).
     #[inline(never)]
@@ -89,11 +86,7 @@ pub(crate) struct Detail {
 
 impl Detail {
     pub(crate) const fn new() -> Detail {
-        Detail {
-            buf: [0; DETAIL_MAX],
-            len: 0,
-            weight: None,
-        }
+        Detail { buf: [0; DETAIL_MAX], len: 0, weight: None }
     }
 
     pub(crate) fn text(s: &str) -> Detail {
@@ -129,6 +122,20 @@ impl fmt::Write for Detail {
 impl fmt::Debug for Detail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// The CPU's time-stamp counter, where there is one (x86_64); `None` elsewhere.
+#[inline(always)]
+pub(crate) fn rdtsc() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `rdtsc` has no preconditions and exists on every x86_64 CPU.
+        Some(unsafe { core::arch::x86_64::_rdtsc() })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
     }
 }
 

@@ -13,8 +13,9 @@ use crate::scope::ScopeShared;
 struct State {
     /// The scope being polled on this thread, or null (also while detection is suspended).
     current: Cell<*const ScopeShared>,
-    /// Nanoseconds of the current poll spent in recorded or allowed blocking calls; the slow-poll timer leaves
-    /// them out so that one blocking call is reported once.
+    /// Nanoseconds this thread has spent in recorded or allowed blocking calls and in reported slow polls, ever
+    /// (it only grows). A poll's share is the growth between its entry and exit; the slow-poll timer leaves it out,
+    /// so that one blocking call is reported once, also by enclosing polls.
     excluded_ns: Cell<u64>,
 }
 
@@ -31,10 +32,10 @@ pub(crate) fn active() -> bool {
 }
 
 /// Proof that this thread has entered a scope; leaving it (on drop, also while unwinding) restores the previous
-/// scope and adds this poll's excluded time to the outer poll's.
+/// scope.
 pub(crate) struct Entered<'a> {
     prev: *const ScopeShared,
-    prev_excluded_ns: u64,
+    excluded_at_entry: u64,
     _scope: PhantomData<&'a ScopeShared>,
 }
 
@@ -43,7 +44,7 @@ pub(crate) struct Entered<'a> {
 pub(crate) fn enter(scope: &ScopeShared) -> Entered<'_> {
     STATE.with(|s| Entered {
         prev: s.current.replace(scope),
-        prev_excluded_ns: s.excluded_ns.replace(0),
+        excluded_at_entry: s.excluded_ns.get(),
         _scope: PhantomData,
     })
 }
@@ -52,24 +53,21 @@ impl Entered<'_> {
     /// Nanoseconds of this poll so far spent in recorded or allowed blocking calls.
     #[inline(always)]
     pub(crate) fn excluded_ns(&self) -> u64 {
-        STATE.with(|s| s.excluded_ns.get())
+        STATE.with(|s| s.excluded_ns.get().wrapping_sub(self.excluded_at_entry))
     }
 }
 
 impl Drop for Entered<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        STATE.with(|s| {
-            s.current.set(self.prev);
-            s.excluded_ns.set(self.prev_excluded_ns.saturating_add(s.excluded_ns.get()));
-        });
+        STATE.with(|s| s.current.set(self.prev));
     }
 }
 
 /// Adds `ns` to the time the current poll leaves out of its slow-poll check.
 #[inline]
 pub(crate) fn exclude(ns: u64) {
-    STATE.with(|s| s.excluded_ns.set(s.excluded_ns.get().saturating_add(ns)));
+    STATE.with(|s| s.excluded_ns.set(s.excluded_ns.get().wrapping_add(ns)));
 }
 
 /// Runs `f` with detection suspended on this thread, giving it the scope that was current (if any).

@@ -1,1 +1,69 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's tasks.
+//!
+//! - `demo`: the main job; runs the demo with blockcop enabled (`--detector`: the scenario detector demo).
+//! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation).
+//! - `ci`: what CI runs: format check, clippy, and the test suite with and without `RUST_TEST_BLOCKCOP=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(project_root());
+    c
+}
+
+fn run(what: &str, mut cmd: Command) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    let status = cmd.status().map_err(|e| format!("{what}: could not start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what}: {status}")) }
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    let mut c = cargo();
+    c.args(["run", "--quiet", "--package", "scenarios", "--bin", "detector-demo"]).env("RUST_TEST_BLOCKCOP", "1");
+    let _ = args;
+    run("demo", c)
+}
+
+fn bench() -> Result<(), String> {
+    let mut c = cargo();
+    c.args(["bench", "--package", "blockcop", "--bench", "overhead"]);
+    run("overhead benchmark", c)
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run("cargo fmt --check", fmt)?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run("cargo clippy", clippy)?;
+    let mut off = cargo();
+    off.args(["test", "--workspace"]).env_remove("RUST_TEST_BLOCKCOP");
+    run("tests, blockcop off", off)?;
+    let mut on = cargo();
+    on.args(["test", "--workspace"]).env("RUST_TEST_BLOCKCOP", "1");
+    run("tests, RUST_TEST_BLOCKCOP=1", on)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(),
+        Some("ci") => ci(),
+        _ => Err("usage: cargo xtask <demo|bench|ci>".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
