@@ -43,6 +43,7 @@
 //! ## Feature flags
 //!
 //! - `intercept` (default): define the libc hooks. Without it no libc symbol is replaced.
+//! - `testing`: the test harness, [`testing::TestServer`] and [`testing::TestClient`] (hyper and reqwest).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![deny(unsafe_code)]
 // Without the interposer, the recording half of the crate has no caller; it stays compiled so both builds share it.
@@ -51,10 +52,15 @@
 mod catalogue;
 mod clock;
 mod config;
+mod header;
 mod instrument;
 mod intercept;
+pub mod layer;
+pub mod report;
 mod scope;
 mod symbolize;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod violation;
 
 pub use catalogue::{CATALOGUE, CatalogueRow, Category};
@@ -63,7 +69,11 @@ pub use config::{
     DEFAULT_SLOW_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS, ENV_SLOW_POLL_MS, init,
     parse_severity,
 };
+pub use header::{
+    HeaderEntry, HeaderParseError, MAX_HEADER_LEN, ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS,
+};
 pub use instrument::{InstrumentExt, Instrumented, instrument};
+pub use layer::BlockCopLayer;
 pub use scope::Scope;
 pub use violation::{CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Violation, Violations, Weight};
 

@@ -1,0 +1,364 @@
+//! The `x-blocking-violations` header: one module renders and parses its grammar.
+//!
+//! ```text
+//! x-blocking-violations: count=<n>;severity=<max weight>;level=<low|medium|high>;first=<event>@<site>;worst=<event>@<site>
+//! ```
+//!
+//! `<site>` is the call site `file:line`, or `unknown`. `count` counts every violation of the request, including
+//! those the per-scope cap dropped. `first` is the earliest violation, `worst` the one with the highest weight (the
+//! earliest among equals). Inside fields, bytes outside visible ASCII and the characters `%`, `;`, `=`, `@` are
+//! percent-encoded, so the value is always a valid `HeaderValue`. The whole value is at most 512 bytes: long sites
+//! are shortened from the left (keeping the file name and line, marked with a leading `..`), never the structure.
+
+use std::fmt;
+
+use http::HeaderValue;
+use http::header::HeaderName;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+use crate::violation::{Level, Violation, Violations};
+
+/// `x-blocking-violations`.
+pub const X_BLOCKING_VIOLATIONS: HeaderName = HeaderName::from_static("x-blocking-violations");
+
+/// `x-blockcop-request-id`: the id under which the layer keeps a request's full violations in this process (see
+/// [`request_violations`](crate::layer::request_violations)).
+pub const X_BLOCKCOP_REQUEST_ID: HeaderName = HeaderName::from_static("x-blockcop-request-id");
+
+/// The longest header value rendered or accepted, in bytes.
+pub const MAX_HEADER_LEN: usize = 512;
+
+/// Bytes encoded inside fields: controls, space, non-ASCII (always), and the grammar's own characters.
+const FIELD: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b';').add(b'=').add(b'@').add(0x7f);
+
+/// One `<event>@<site>` entry of the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderEntry {
+    /// The event, e.g. `clock_nanosleep` or `slow_poll`.
+    pub event: String,
+    /// The call site as `file:line`, or `unknown`.
+    pub site: String,
+}
+
+impl HeaderEntry {
+    /// An entry.
+    pub fn new(event: impl Into<String>, site: impl Into<String>) -> HeaderEntry {
+        HeaderEntry { event: event.into(), site: site.into() }
+    }
+
+    fn of(v: &Violation) -> HeaderEntry {
+        let site = v.call_site.location().map_or_else(|| "unknown".to_owned(), |l| format!("{}:{}", l.file, l.line));
+        HeaderEntry { event: v.event.to_owned(), site }
+    }
+
+    /// The site's file and line, when the site is not `unknown`.
+    pub fn file_line(&self) -> Option<(&str, u32)> {
+        let (file, line) = self.site.rsplit_once(':')?;
+        Some((file, line.parse().ok()?))
+    }
+}
+
+impl fmt::Display for HeaderEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", utf8_percent_encode(&self.event, FIELD), utf8_percent_encode(&self.site, FIELD))
+    }
+}
+
+/// The parsed (or to-be-rendered) `x-blocking-violations` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ViolationsHeader {
+    /// How many violations the request had, including those the cap dropped.
+    pub count: u64,
+    /// The maximum weight.
+    pub severity: u32,
+    /// The level of `severity`.
+    pub level: Level,
+    /// The earliest violation.
+    pub first: HeaderEntry,
+    /// The violation with the highest weight (the earliest among equals).
+    pub worst: HeaderEntry,
+}
+
+/// Why a header value did not parse: where, and what was expected there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed x-blocking-violations at byte {position}: expected {expected}")]
+#[non_exhaustive]
+pub struct HeaderParseError {
+    /// The byte offset in the value where parsing failed.
+    pub position: usize,
+    /// What the grammar expected there.
+    pub expected: String,
+}
+
+fn err<T>(position: usize, expected: impl Into<String>) -> Result<T, HeaderParseError> {
+    Err(HeaderParseError { position, expected: expected.into() })
+}
+
+impl ViolationsHeader {
+    /// The header for a request's violations; `None` when there is none (and none was dropped).
+    pub fn from_violations(violations: &Violations) -> Option<ViolationsHeader> {
+        let (first, worst) = match (violations.first(), violations.worst()) {
+            (Some(f), Some(w)) => (HeaderEntry::of(f), HeaderEntry::of(w)),
+            _ if violations.dropped > 0 => {
+                let e = HeaderEntry::new("dropped", "unknown");
+                (e.clone(), e)
+            }
+            _ => return None,
+        };
+        let severity = violations.severity();
+        Some(ViolationsHeader {
+            count: violations.list.len() as u64 + violations.dropped,
+            severity,
+            level: Level::of(severity),
+            first,
+            worst,
+        })
+    }
+
+    /// Renders the value: always valid as a `HeaderValue`, at most [`MAX_HEADER_LEN`] bytes.
+    pub fn render(&self) -> String {
+        let head = format!("count={};severity={};level={}", self.count, self.severity, self.level);
+        let entry = |e: &HeaderEntry, budget: usize| {
+            let event = utf8_percent_encode(&e.event, FIELD).to_string();
+            let event = cut_left(&event, budget / 2).to_owned();
+            let site = utf8_percent_encode(&e.site, FIELD).to_string();
+            let room = budget.saturating_sub(event.len() + 1);
+            let site = if site.len() <= room { site } else { format!("..{}", cut_left(&site, room.saturating_sub(2))) };
+            format!("{event}@{site}")
+        };
+        // ";first=" and ";worst=" take 14 bytes; the rest is shared by the two entries.
+        let budget = (MAX_HEADER_LEN - head.len() - 14) / 2;
+        format!("{head};first={};worst={}", entry(&self.first, budget), entry(&self.worst, budget))
+    }
+
+    /// The value as a `HeaderValue`.
+    pub fn to_header_value(&self) -> HeaderValue {
+        // render() only emits visible ASCII, which is always a valid header value.
+        HeaderValue::from_str(&self.render()).unwrap_or_else(|_| HeaderValue::from_static("count=0"))
+    }
+
+    /// Parses a header value.
+    ///
+    /// Fields may come in any order; unknown fields are ignored so that newer servers stay readable.
+    ///
+    /// # Errors
+    ///
+    /// A [`HeaderParseError`] with the byte position and what was expected: for a value over 512 bytes, a byte
+    /// outside visible ASCII, a field without `=`, a repeated or missing field, a number that does not parse, an
+    /// unknown level or one that disagrees with the severity, an entry without `@`, or a bad percent-encoding.
+    pub fn parse(value: &str) -> Result<ViolationsHeader, HeaderParseError> {
+        if value.len() > MAX_HEADER_LEN {
+            return err(MAX_HEADER_LEN, format!("at most {MAX_HEADER_LEN} bytes (the value has {})", value.len()));
+        }
+        if let Some(i) = value.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+            return err(i, "visible ASCII (other bytes are percent-encoded)");
+        }
+        let (mut count, mut severity, mut level, mut first, mut worst) = (None, None, None, None, None);
+        let mut pos = 0;
+        for field in value.split(';') {
+            let start = pos;
+            pos += field.len() + 1;
+            let Some((key, raw)) = field.split_once('=') else {
+                return err(start, "`key=value`");
+            };
+            let at = start + key.len() + 1;
+            let slot_taken = |taken: bool| if taken { err(start, format!("`{key}` only once")) } else { Ok(()) };
+            match key {
+                "count" => {
+                    slot_taken(count.is_some())?;
+                    count = Some(raw.parse::<u64>().or_else(|_| err(at, "a whole number for `count`"))?);
+                }
+                "severity" => {
+                    slot_taken(severity.is_some())?;
+                    severity = Some(raw.parse::<u32>().or_else(|_| err(at, "a whole number for `severity`"))?);
+                }
+                "level" => {
+                    slot_taken(level.is_some())?;
+                    level = Some(match raw {
+                        "low" => Level::Low,
+                        "medium" => Level::Medium,
+                        "high" => Level::High,
+                        _ => return err(at, "`low`, `medium` or `high`"),
+                    });
+                }
+                "first" | "worst" => {
+                    let slot = if key == "first" { &mut first } else { &mut worst };
+                    slot_taken(slot.is_some())?;
+                    *slot = Some(parse_entry(raw, at)?);
+                }
+                _ => {}
+            }
+        }
+        let end = value.len();
+        let missing = |name: &str| HeaderParseError { position: end, expected: format!("a `{name}` field") };
+        let severity = severity.ok_or_else(|| missing("severity"))?;
+        let level = level.ok_or_else(|| missing("level"))?;
+        if level != Level::of(severity) {
+            let at = value.find("level=").map_or(end, |i| i + "level=".len());
+            return err(at, format!("level `{}` for severity {severity}", Level::of(severity)));
+        }
+        Ok(ViolationsHeader {
+            count: count.ok_or_else(|| missing("count"))?,
+            severity,
+            level,
+            first: first.ok_or_else(|| missing("first"))?,
+            worst: worst.ok_or_else(|| missing("worst"))?,
+        })
+    }
+}
+
+impl fmt::Display for ViolationsHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl std::str::FromStr for ViolationsHeader {
+    type Err = HeaderParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ViolationsHeader::parse(s)
+    }
+}
+
+fn parse_entry(raw: &str, at: usize) -> Result<HeaderEntry, HeaderParseError> {
+    let Some((event, site)) = raw.split_once('@') else {
+        return err(at, "`<event>@<site>`");
+    };
+    if event.is_empty() {
+        return err(at, "an event name before `@`");
+    }
+    let decode = |s: &str, offset: usize| {
+        if let Some(i) = bad_escape(s) {
+            return err(offset + i, "`%` followed by two hex digits");
+        }
+        percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).or_else(|_| err(offset, "UTF-8 once decoded"))
+    };
+    let event = decode(event, at)?;
+    let site_at = at + raw.len() - site.len();
+    let site = decode(site, site_at)?;
+    if site != "unknown" {
+        let ok = site.rsplit_once(':').is_some_and(|(f, l)| !f.is_empty() && l.parse::<u32>().is_ok());
+        if !ok {
+            return err(site_at, "`unknown` or `file:line`");
+        }
+    }
+    Ok(HeaderEntry { event, site })
+}
+
+fn bad_escape(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (0..b.len()).find(|&i| {
+        b[i] == b'%' && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
+    })
+}
+
+/// The last `max` bytes of an encoded field, not starting inside a `%XX` escape.
+fn cut_left(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    let b = s.as_bytes();
+    for back in 1..=2 {
+        if start >= back && b[start - back] == b'%' {
+            start += 3 - back;
+            break;
+        }
+    }
+    &s[start.min(s.len())..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ViolationsHeader {
+        ViolationsHeader {
+            count: 3,
+            severity: 50,
+            level: Level::High,
+            first: HeaderEntry::new("open64", "test-apps/notes/src/handlers.rs:41"),
+            worst: HeaderEntry::new("clock_nanosleep", "test-apps/notes/src/handlers.rs:88"),
+        }
+    }
+
+    #[test]
+    fn renders_the_grammar() {
+        assert_eq!(
+            sample().render(),
+            "count=3;severity=50;level=high;first=open64@test-apps/notes/src/handlers.rs:41;\
+             worst=clock_nanosleep@test-apps/notes/src/handlers.rs:88"
+        );
+    }
+
+    #[test]
+    fn round_trips() {
+        let h = sample();
+        assert_eq!(ViolationsHeader::parse(&h.render()).unwrap(), h);
+        let odd = ViolationsHeader {
+            count: 1,
+            severity: 0,
+            level: Level::Low,
+            first: HeaderEntry::new("we;ird=ev@nt", "src/dir with space/é.rs:7"),
+            worst: HeaderEntry::new("write", "unknown"),
+        };
+        let rendered = odd.render();
+        assert!(rendered.contains("we%3Bird%3Dev%40nt@src/dir%20with%20space/%C3%A9.rs:7"), "{rendered}");
+        assert!(HeaderValue::from_str(&rendered).is_ok());
+        assert_eq!(ViolationsHeader::parse(&rendered).unwrap(), odd);
+        assert_eq!(odd.first.file_line(), Some(("src/dir with space/é.rs", 7)));
+        assert_eq!(odd.worst.file_line(), None);
+    }
+
+    #[test]
+    fn long_sites_are_shortened_never_the_structure() {
+        let long = format!("{}/handlers.rs:88", "very/deep/directory".repeat(40));
+        let h = ViolationsHeader {
+            first: HeaderEntry::new("open64", long.clone()),
+            worst: HeaderEntry::new("clock_nanosleep", format!("{}é.rs:12", "é".repeat(200))),
+            ..sample()
+        };
+        let rendered = h.render();
+        assert!(rendered.len() <= MAX_HEADER_LEN, "{} bytes", rendered.len());
+        assert!(HeaderValue::from_str(&rendered).is_ok());
+        let back = ViolationsHeader::parse(&rendered).unwrap();
+        assert_eq!((back.count, back.severity, back.level), (3, 50, Level::High));
+        assert!(back.first.site.starts_with("..") && back.first.site.ends_with("/handlers.rs:88"), "{}", back.first.site);
+        assert_eq!(back.first.file_line().map(|(_, l)| l), Some(88));
+        assert!(back.worst.site.ends_with("é.rs:12"), "{}", back.worst.site);
+    }
+
+    #[test]
+    fn malformed_values_say_where_and_what() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("count=1;severity=50;level=high;first=a@unknown", 46, "a `worst` field"),
+            ("count=x;severity=50;level=high;first=a@unknown;worst=a@unknown", 6, "a whole number for `count`"),
+            ("count=1;severity=-1;level=high;first=a@unknown;worst=a@unknown", 17, "a whole number for `severity`"),
+            ("count=1;severity=50;level=huge;first=a@unknown;worst=a@unknown", 26, "`low`, `medium` or `high`"),
+            ("count=1;severity=50;level=low;first=a@unknown;worst=a@unknown", 26, "level `high` for severity 50"),
+            ("count=1;severity=50;level=high;first=nosite;worst=a@unknown", 37, "`<event>@<site>`"),
+            ("count=1;severity=50;level=high;first=a@src/x.rs;worst=a@unknown", 39, "`unknown` or `file:line`"),
+            ("count=1;severity=50;level=high;first=a%4@unknown;worst=a@unknown", 38, "`%` followed by two hex digits"),
+            ("count=1;count=2", 8, "`count` only once"),
+            ("count=1;severity", 8, "`key=value`"),
+            ("count=1;severity=50;level=high;first=é@unknown", 37, "visible ASCII (other bytes are percent-encoded)"),
+            ("count=1 ;severity=50", 7, "visible ASCII (other bytes are percent-encoded)"),
+        ];
+        for (value, position, expected) in cases {
+            let e = ViolationsHeader::parse(value).unwrap_err();
+            assert_eq!((e.position, e.expected.as_str()), (*position, *expected), "{value}");
+        }
+        let e = ViolationsHeader::parse(&"a".repeat(600)).unwrap_err();
+        assert_eq!(e.position, 512);
+        assert_eq!(e.to_string(), "malformed x-blocking-violations at byte 512: expected at most 512 bytes (the value has 600)");
+    }
+
+    #[test]
+    fn unknown_fields_and_any_order_are_accepted() {
+        let h = ViolationsHeader::parse("worst=a@x.rs:1;future=1;first=b@unknown;level=medium;severity=10;count=2").unwrap();
+        assert_eq!((h.count, h.severity, h.level), (2, 10, Level::Medium));
+        assert_eq!(h.first, HeaderEntry::new("b", "unknown"));
+    }
+}

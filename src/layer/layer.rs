@@ -1,0 +1,48 @@
+use tower::Layer;
+
+use super::BlockCop;
+use crate::config::{Config, ConfigError};
+
+/// The tower layer; see the [module docs](crate::layer).
+///
+/// Active when its configuration is enabled; otherwise a pass-through that adds no header and costs one branch
+/// per request.
+#[derive(Debug, Clone)]
+pub struct BlockCopLayer {
+    config: Option<Config>,
+}
+
+impl BlockCopLayer {
+    /// A layer judging by `config`; active iff `config.is_enabled()`.
+    pub fn new(config: Config) -> BlockCopLayer {
+        BlockCopLayer { config: config.is_enabled().then_some(config) }
+    }
+
+    /// A layer from the environment: active iff `RUST_TEST_BLOCKCOP` enables it (see [`Config::from_env`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the variable, its value and the accepted form when a `BLOCKCOP_*` value is
+    /// malformed.
+    pub fn from_env() -> Result<BlockCopLayer, ConfigError> {
+        Config::from_env().map(BlockCopLayer::new)
+    }
+
+    /// A layer that never does anything.
+    pub fn disabled() -> BlockCopLayer {
+        BlockCopLayer { config: None }
+    }
+
+    /// Whether the layer is active.
+    pub fn is_active(&self) -> bool {
+        self.config.is_some()
+    }
+}
+
+impl<S> Layer<S> for BlockCopLayer {
+    type Service = BlockCop<S>;
+
+    fn layer(&self, inner: S) -> BlockCop<S> {
+        BlockCop::new(inner, self.config.clone())
+    }
+}

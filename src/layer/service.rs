@@ -1,0 +1,56 @@
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::Service;
+
+use super::ResponseFuture;
+use super::future::RequestInfo;
+use crate::config::Config;
+use crate::scope::Scope;
+
+/// The middleware service made by [`BlockCopLayer`](super::BlockCopLayer).
+#[derive(Debug, Clone)]
+pub struct BlockCop<S> {
+    inner: S,
+    config: Option<Config>,
+}
+
+impl<S> BlockCop<S> {
+    pub(crate) fn new(inner: S, config: Option<Config>) -> BlockCop<S> {
+        BlockCop { inner, config }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BlockCop<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let Some(config) = &self.config else {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        };
+        let scope = Scope::new(config);
+        let info = RequestInfo { method: req.method().clone(), path: req.uri().path().to_owned() };
+        let inner = &mut self.inner;
+        let future = scope.shared.poll(None, || inner.call(req));
+        ResponseFuture::watched(future, scope, info)
+    }
+}

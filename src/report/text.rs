@@ -1,0 +1,270 @@
+//! The rustc-style text renderer, built on `annotate-snippets` (the crate rustc and cargo render with).
+//!
+//! ```text
+//! error[blocking/sleep]: `clock_nanosleep` blocked a tokio worker for 52.1ms
+//!   --> test-apps/notes/src/handlers.rs:88:9
+//!    |
+//! 88 |         std::thread::sleep(backoff);
+//!    |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^ blocking call inside an async task
+//!    |
+//!    = note: via std::thread::functions::sleep; request GET /notes/7; severity 50 (high)
+//!    = help: use `tokio::time::sleep(..).await`
+//! ```
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use annotate_snippets::{AnnotationKind, Group, Level as Kind, Origin, Renderer, Snippet};
+
+use crate::catalogue::Category;
+use crate::violation::{CallSite, Level, Violation};
+
+/// Colored or plain output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// ANSI colors, like rustc on a terminal.
+    Colored,
+    /// Plain text.
+    Plain,
+}
+
+impl Style {
+    /// Colored when stderr is a terminal and `NO_COLOR` is unset (or empty); plain otherwise.
+    pub fn for_stderr() -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        if !no_color && std::io::stderr().is_terminal() { Style::Colored } else { Style::Plain }
+    }
+}
+
+/// Renders violations as rustc-style diagnostics.
+#[derive(Debug, Clone)]
+pub struct TextRenderer {
+    style: Style,
+    root: Option<PathBuf>,
+    stack: bool,
+}
+
+impl Default for TextRenderer {
+    fn default() -> Self {
+        TextRenderer::new(Style::for_stderr())
+    }
+}
+
+impl TextRenderer {
+    /// A renderer reading source files relative to the workspace root ([`crate::workspace_root`]).
+    pub fn new(style: Style) -> TextRenderer {
+        TextRenderer { style, root: crate::workspace_root().map(Path::to_path_buf), stack: false }
+    }
+
+    /// Reads source files relative to `root` instead.
+    #[must_use]
+    pub fn with_root(mut self, root: impl Into<PathBuf>) -> TextRenderer {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// Adds the trimmed stack as a note.
+    #[must_use]
+    pub fn with_stack(mut self, on: bool) -> TextRenderer {
+        self.stack = on;
+        self
+    }
+
+    /// Renders one violation; `context` (e.g. `request GET /notes/7`) goes into its note.
+    pub fn render(&self, v: &Violation, context: Option<&str>) -> String {
+        let kind = match v.level {
+            Level::High => Kind::ERROR,
+            Level::Medium => Kind::WARNING,
+            Level::Low => Kind::NOTE,
+        };
+        let title = title(v);
+        let id = format!("blocking/{}", v.category);
+        let mut notes = Vec::new();
+        if let Some(api) = &v.blocking_api {
+            notes.push(format!("via {api}"));
+        }
+        if let Some(c) = context {
+            notes.push(c.to_owned());
+        }
+        notes.push(format!("severity {} ({})", v.weight.value(), v.level));
+        let mut note = notes.join("; ");
+        if !v.detail.is_empty() && v.category != Category::SlowPoll {
+            note.push_str(&format!("\ndetail: {}", v.detail));
+        }
+        if v.count > 1 {
+            note.push_str(&format!("\n{} consecutive calls from this stack", v.count));
+        }
+        if self.stack && !v.stack.is_empty() {
+            note.push_str("\nstack:");
+            for (i, f) in v.stack.iter().enumerate() {
+                note.push_str(&format!("\n  {i:>2}: {f}"));
+            }
+        }
+        let help = fix_hint(v);
+        let source = self.source_line(&v.call_site);
+        let head = kind.primary_title(title.as_str()).id(id.as_str());
+        let label = if v.category == Category::SlowPoll {
+            "this future's poll did not yield"
+        } else {
+            "blocking call inside an async task"
+        };
+        let group = match (&v.call_site, &source) {
+            (CallSite::Source(loc), Some((line, span))) => head.element(
+                Snippet::source(line.as_str())
+                    .line_start(loc.line as usize)
+                    .path(loc.file.as_str())
+                    .annotation(AnnotationKind::Primary.span(span.clone()).label(label)),
+            ),
+            (CallSite::Source(loc), None) => {
+                let mut origin = Origin::path(loc.file.as_str()).line(loc.line as usize);
+                if let Some(c) = loc.column {
+                    origin = origin.char_column(c as usize);
+                }
+                head.element(origin)
+            }
+            (site, _) => head.element(Kind::NOTE.message(format!("call site: {site}"))),
+        };
+        let group = group.element(Kind::NOTE.message(note.as_str())).element(Kind::HELP.message(help.as_str()));
+        let renderer = match self.style {
+            Style::Colored => Renderer::styled(),
+            Style::Plain => Renderer::plain(),
+        };
+        renderer.render(&[group] as &[Group<'_>])
+    }
+
+    /// The call site's source line and the span to underline: from the column to the end of the statement.
+    fn source_line(&self, site: &CallSite) -> Option<(String, std::ops::Range<usize>)> {
+        let loc = site.location()?;
+        let path = Path::new(&loc.file);
+        let path = match &self.root {
+            Some(root) if path.is_relative() => root.join(path),
+            _ => path.to_path_buf(),
+        };
+        // Reading the source is blockcop's own I/O; it must not be recorded if this runs inside a scope.
+        let text = crate::allow_blocking(|| std::fs::read_to_string(&path)).ok()?;
+        let line = text.lines().nth(loc.line.checked_sub(1)? as usize)?.to_owned();
+        let indent = line.len() - line.trim_start().len();
+        let start = loc.column.map_or(indent, |c| line.char_indices().nth(c as usize - 1).map_or(indent, |(i, _)| i));
+        let code = line.split("//").next().unwrap_or(&line).trim_end();
+        let end = code.strip_suffix(';').unwrap_or(code).trim_end().len();
+        if start >= end {
+            return Some((line.clone(), indent..line.trim_end().len()));
+        }
+        Some((line, start..end))
+    }
+}
+
+fn title(v: &Violation) -> String {
+    let d = format_duration(v.duration);
+    match v.category {
+        Category::SlowPoll => format!("a poll ran {d} without yielding, stalling its tokio worker"),
+        Category::LockWait => format!("`{}` waited {d} for a lock on a tokio worker", v.event),
+        _ => format!("`{}` blocked a tokio worker for {d}", v.event),
+    }
+}
+
+/// `52.1ms`, `830µs`, `1.20s`.
+pub(crate) fn format_duration(d: std::time::Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1e6 {
+        format!("{:.1}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
+fn fix_hint(v: &Violation) -> String {
+    let api = v.blocking_api.as_deref().unwrap_or("");
+    let specific = match v.category {
+        Category::Sleep => Some("use `tokio::time::sleep(..).await`"),
+        Category::Dns if api.contains("ToSocketAddrs") || api.contains("lookup_host") => {
+            Some("use `tokio::net::lookup_host(..).await`")
+        }
+        Category::File if api.starts_with("std::fs::") || api.starts_with("<std::fs::") => {
+            Some("use the same function from `tokio::fs` (`tokio::fs::read_to_string(..).await`, ...)")
+        }
+        Category::LockWait if api.contains("Mutex") => {
+            Some("use `tokio::sync::Mutex`, or do not hold the lock across slow work")
+        }
+        _ => None,
+    };
+    specific.unwrap_or_else(|| v.category.fix_hint()).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::violation::{SourceLocation, Weight};
+
+    fn violation(site: CallSite) -> Violation {
+        Violation {
+            event: "clock_nanosleep",
+            category: Category::Sleep,
+            weight: Weight::Heavy,
+            level: Level::High,
+            duration: Duration::from_micros(52_100),
+            count: 1,
+            detail: "sleep 50ms".into(),
+            call_site: site,
+            blocking_api: Some("std::thread::functions::sleep".into()),
+            stack: vec![],
+            scope_id: 7,
+            thread_id: 1,
+            thread_name: None,
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn renders_a_snippet_with_note_and_help() {
+        let dir = std::env::temp_dir().join(format!("blockcop-text-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("src/retry.rs"), "fn a() {}\nasync fn retry() {\n    std::thread::sleep(backoff); // oops\n}\n")
+            .unwrap();
+        let site = CallSite::Source(SourceLocation { file: "src/retry.rs".into(), line: 3, column: Some(5) });
+        let out = TextRenderer::new(Style::Plain).with_root(&dir).render(&violation(site), Some("request GET /notes/7"));
+        let expected = "\
+error[blocking/sleep]: `clock_nanosleep` blocked a tokio worker for 52.1ms
+ --> src/retry.rs:3:5
+  |
+3 |     std::thread::sleep(backoff); // oops
+  |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^ blocking call inside an async task
+  |
+  = note: via std::thread::functions::sleep; request GET /notes/7; severity 50 (high)
+          detail: sleep 50ms
+  = help: use `tokio::time::sleep(..).await`";
+        assert_eq!(out.trim_end(), expected);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn unreadable_source_prints_the_site_without_a_snippet() {
+        let site = CallSite::Source(SourceLocation { file: "src/gone.rs".into(), line: 12, column: Some(9) });
+        let out = TextRenderer::new(Style::Plain).with_root("/nonexistent").render(&violation(site), None);
+        assert!(out.contains("--> src/gone.rs:12:9"), "{out}");
+        assert!(!out.contains(" | "), "{out}");
+        let out = TextRenderer::new(Style::Plain).render(&violation(CallSite::NoDebugInfo), None);
+        assert!(out.contains("call site: no debug info"), "{out}");
+    }
+
+    #[test]
+    fn level_maps_to_error_warning_note() {
+        let mut v = violation(CallSite::Unknown);
+        assert!(TextRenderer::new(Style::Plain).render(&v, None).starts_with("error[blocking/sleep]"));
+        v.level = Level::Medium;
+        assert!(TextRenderer::new(Style::Plain).render(&v, None).starts_with("warning[blocking/sleep]"));
+        v.level = Level::Low;
+        assert!(TextRenderer::new(Style::Plain).render(&v, None).starts_with("note[blocking/sleep]"));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(Duration::from_micros(830)), "830µs");
+        assert_eq!(format_duration(Duration::from_micros(52_140)), "52.1ms");
+        assert_eq!(format_duration(Duration::from_millis(1_200)), "1.20s");
+    }
+}
