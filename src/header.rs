@@ -249,9 +249,8 @@ fn parse_entry(raw: &str, at: usize) -> Result<HeaderEntry, HeaderParseError> {
 
 fn bad_escape(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    (0..b.len()).find(|&i| {
-        b[i] == b'%' && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
-    })
+    (0..b.len())
+        .find(|&i| b[i] == b'%' && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()))
 }
 
 /// The last `max` bytes of an encoded field, not starting inside a `%XX` escape.
@@ -325,7 +324,11 @@ mod tests {
         assert!(HeaderValue::from_str(&rendered).is_ok());
         let back = ViolationsHeader::parse(&rendered).unwrap();
         assert_eq!((back.count, back.severity, back.level), (3, 50, Level::High));
-        assert!(back.first.site.starts_with("..") && back.first.site.ends_with("/handlers.rs:88"), "{}", back.first.site);
+        assert!(
+            back.first.site.starts_with("..") && back.first.site.ends_with("/handlers.rs:88"),
+            "{}",
+            back.first.site
+        );
         assert_eq!(back.first.file_line().map(|(_, l)| l), Some(88));
         assert!(back.worst.site.ends_with("é.rs:12"), "{}", back.worst.site);
     }
@@ -352,12 +355,16 @@ mod tests {
         }
         let e = ViolationsHeader::parse(&"a".repeat(600)).unwrap_err();
         assert_eq!(e.position, 512);
-        assert_eq!(e.to_string(), "malformed x-blocking-violations at byte 512: expected at most 512 bytes (the value has 600)");
+        assert_eq!(
+            e.to_string(),
+            "malformed x-blocking-violations at byte 512: expected at most 512 bytes (the value has 600)"
+        );
     }
 
     #[test]
     fn unknown_fields_and_any_order_are_accepted() {
-        let h = ViolationsHeader::parse("worst=a@x.rs:1;future=1;first=b@unknown;level=medium;severity=10;count=2").unwrap();
+        let h = ViolationsHeader::parse("worst=a@x.rs:1;future=1;first=b@unknown;level=medium;severity=10;count=2")
+            .unwrap();
         assert_eq!((h.count, h.severity, h.level), (2, 10, Level::Medium));
         assert_eq!(h.first, HeaderEntry::new("b", "unknown"));
     }

@@ -387,7 +387,8 @@ pub(crate) struct Selection {
 
 /// Chooses the call site: the first frame in the user's own code, skipping std/core/alloc, libc, blockcop and
 /// dependencies; the blocking API is the frame just below it when that frame is std or a dependency. The trimmed
-/// stack runs from the first frame past blockcop's hook to the frame before blockcop's poll of the scope.
+/// stack runs from the first frame past blockcop's hook to the outermost user frame (or, without one, to the frame
+/// before blockcop's poll of the scope).
 pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Selection {
     let origins: Vec<Origin> = frames.iter().map(|f| classify(f, paths)).collect();
     // Skip everything up to the hook (the stack capture's own frames, std's catch_unwind) and libc's frames,
@@ -397,7 +398,9 @@ pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Se
         .iter()
         .position(|o| !matches!(o, Origin::Blockcop | Origin::Unknown))
         .map_or(origins.len(), |i| after_hook + i);
-    let end = origins[start..].iter().position(|o| *o == Origin::Blockcop).map_or(origins.len(), |i| start + i);
+    let scope_poll = origins[start..].iter().position(|o| *o == Origin::Blockcop).map_or(origins.len(), |i| start + i);
+    // Past the outermost user frame there is only the runtime and the framework: leave them out.
+    let end = origins[start..scope_poll].iter().rposition(|o| *o == Origin::User).map_or(scope_poll, |i| start + i + 1);
     let stack: Vec<Frame> = frames[start..end]
         .iter()
         .map(|f| Frame { file: f.file.as_deref().map(|p| relative(p, root)), ..f.clone() })

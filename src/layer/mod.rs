@@ -33,5 +33,7 @@ mod service;
 
 pub use future::ResponseFuture;
 pub use layer::BlockCopLayer;
-pub use registry::{CAPACITY as REGISTRY_CAPACITY, RequestRecord, RequestRegistryStats, registry_stats, request_violations};
+pub use registry::{
+    CAPACITY as REGISTRY_CAPACITY, RequestRecord, RequestRegistryStats, registry_stats, request_violations,
+};
 pub use service::BlockCop;

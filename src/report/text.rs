@@ -177,7 +177,16 @@ pub(crate) fn format_duration(d: std::time::Duration) -> String {
 
 fn fix_hint(v: &Violation) -> String {
     let api = v.blocking_api.as_deref().unwrap_or("");
+    let from_std = ["std::", "<std::", "core::", "<core::", "<&std::"].iter().any(|p| api.starts_with(p));
+    // A synchronous dependency (a database driver, an SDK): the fix is where it is called, not inside it.
+    if !api.is_empty() && !from_std && v.category != Category::SlowPoll {
+        let krate = api.trim_start_matches('<').split("::").next().unwrap_or(api);
+        return format!("`{krate}` blocks: call it inside `tokio::task::spawn_blocking`, or use an async alternative");
+    }
     let specific = match v.category {
+        Category::File | Category::BlockingIo | Category::Metadata if api.contains("std::fs::File>") => {
+            Some("use `tokio::fs::File`, whose methods are async")
+        }
         Category::Sleep => Some("use `tokio::time::sleep(..).await`"),
         Category::Dns if api.contains("ToSocketAddrs") || api.contains("lookup_host") => {
             Some("use `tokio::net::lookup_host(..).await`")
@@ -223,10 +232,14 @@ mod tests {
     fn renders_a_snippet_with_note_and_help() {
         let dir = std::env::temp_dir().join(format!("blockcop-text-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("src")).unwrap();
-        std::fs::write(dir.join("src/retry.rs"), "fn a() {}\nasync fn retry() {\n    std::thread::sleep(backoff); // oops\n}\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("src/retry.rs"),
+            "fn a() {}\nasync fn retry() {\n    std::thread::sleep(backoff); // oops\n}\n",
+        )
+        .unwrap();
         let site = CallSite::Source(SourceLocation { file: "src/retry.rs".into(), line: 3, column: Some(5) });
-        let out = TextRenderer::new(Style::Plain).with_root(&dir).render(&violation(site), Some("request GET /notes/7"));
+        let out =
+            TextRenderer::new(Style::Plain).with_root(&dir).render(&violation(site), Some("request GET /notes/7"));
         let expected = "\
 error[blocking/sleep]: `clock_nanosleep` blocked a tokio worker for 52.1ms
  --> src/retry.rs:3:5
@@ -259,6 +272,22 @@ error[blocking/sleep]: `clock_nanosleep` blocked a tokio worker for 52.1ms
         assert!(TextRenderer::new(Style::Plain).render(&v, None).starts_with("warning[blocking/sleep]"));
         v.level = Level::Low;
         assert!(TextRenderer::new(Style::Plain).render(&v, None).starts_with("note[blocking/sleep]"));
+    }
+
+    #[test]
+    fn fix_hints_follow_the_api() {
+        let mut v = violation(CallSite::Unknown);
+        v.category = Category::BlockingIo;
+        v.blocking_api = Some("rusqlite::row::Rows::next".into());
+        assert_eq!(
+            fix_hint(&v),
+            "`rusqlite` blocks: call it inside `tokio::task::spawn_blocking`, or use an async alternative"
+        );
+        v.category = Category::File;
+        v.blocking_api = Some("<std::fs::File>::sync_data".into());
+        assert_eq!(fix_hint(&v), "use `tokio::fs::File`, whose methods are async");
+        v.blocking_api = Some("std::fs::read_to_string".into());
+        assert!(fix_hint(&v).starts_with("use the same function from `tokio::fs`"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `cargo xtask <command>`: the project's tasks.
 //!
-//! - `demo`: the main job; runs the demo with blockcop enabled (`--detector`: the scenario detector demo).
-//! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation).
+//! - `demo`: the main job; starts the notes test app with blockcop on, drives every endpoint and prints what it
+//!   found (`--detector`: runs the detector scenarios without HTTP instead).
+//! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation) and the HTTP
+//!   benchmark of the layer (no layer / disabled / enabled).
 //! - `ci`: what CI runs: format check, clippy, and the test suite with and without `RUST_TEST_BLOCKCOP=1`.
 
 use std::path::{Path, PathBuf};
@@ -24,16 +26,23 @@ fn run(what: &str, mut cmd: Command) -> Result<(), String> {
 }
 
 fn demo(args: &[String]) -> Result<(), String> {
+    let (package, bin) = match args.first().map(String::as_str) {
+        None => ("notes", "notes-demo"),
+        Some("--detector") => ("scenarios", "detector-demo"),
+        Some(other) => return Err(format!("demo: unknown option {other:?} (accepted: --detector)")),
+    };
     let mut c = cargo();
-    c.args(["run", "--quiet", "--package", "scenarios", "--bin", "detector-demo"]).env("RUST_TEST_BLOCKCOP", "1");
-    let _ = args;
+    c.args(["run", "--quiet", "--package", package, "--bin", bin]).env("RUST_TEST_BLOCKCOP", "1");
     run("demo", c)
 }
 
 fn bench() -> Result<(), String> {
     let mut c = cargo();
     c.args(["bench", "--package", "blockcop", "--bench", "overhead"]);
-    run("overhead benchmark", c)
+    run("overhead benchmark", c)?;
+    let mut c = cargo();
+    c.args(["bench", "--package", "blockcop", "--bench", "http"]);
+    run("HTTP benchmark", c)
 }
 
 fn ci() -> Result<(), String> {

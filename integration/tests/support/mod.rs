@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use blockcop::{Config, Level, Scope, Violation, Violations};
 
@@ -49,11 +48,14 @@ where
 /// `needle` (to tell apart several lines with the same marker).
 #[track_caller]
 pub fn marked_line(needle: &str, marker: &str) -> u32 {
-    static SOURCE: OnceLock<String> = OnceLock::new();
-    let source = SOURCE.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(SCENARIOS);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-    });
+    marked_line_in(SCENARIOS, needle, marker)
+}
+
+/// Like [`marked_line`], in `file` (relative to the workspace root).
+#[track_caller]
+pub fn marked_line_in(file: &str, needle: &str, marker: &str) -> u32 {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let suffix = format!("// blocks: {marker}");
     let hits: Vec<u32> = source
         .lines()

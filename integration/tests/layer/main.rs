@@ -1,0 +1,342 @@
+//! The tower layer and the test harness, over real loopback HTTP against the notes test app: header presence or
+//! absence, level, and that `first`/`worst` name the app's exact `file:line`; the fixed twins stay clean; the
+//! failure report is readable.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blockcop::testing::{TestError, TestServer};
+use blockcop::{BlockCopLayer, Config, HeaderEntry, Level, ViolationsHeader, X_BLOCKING_VIOLATIONS};
+use support::marked_line_in;
+
+const HANDLERS: &str = "test-apps/notes/src/handlers.rs";
+const STORE: &str = "test-apps/notes/src/store.rs";
+
+/// The notes app (with its upstream) served with `config`; the data directory lives as long as the server.
+async fn notes_server(config: Config) -> (TestServer, tempfile::TempDir) {
+    let upstream = notes::upstream::spawn().await.expect("upstream");
+    let data = tempfile::tempdir().expect("data dir");
+    let app = notes::app(notes::AppConfig::new(data.path(), format!("localhost:{}", upstream.port()))).expect("app");
+    let server = TestServer::spawn_with(app, config).await.expect("serve");
+    // A note to read, created through the fixed endpoint.
+    let res = server
+        .client()
+        .post("/v2/notes")
+        .header("content-type", "application/json")
+        .body(r#"{"title":"t","body":"b"}"#)
+        .send()
+        .await;
+    assert_eq!(res.status(), 200);
+    res.assert_clean();
+    (server, data)
+}
+
+fn on() -> Config {
+    Config::builder().enabled(true).build()
+}
+
+/// Asserts `entry` is `event` at the line of `file` marked `// blocks: <marker>` containing `needle`.
+#[track_caller]
+fn assert_entry(entry: &HeaderEntry, event: &str, file: &str, needle: &str, marker: &str) {
+    let line = marked_line_in(file, needle, marker);
+    assert_eq!(entry.event, event, "{entry:?}");
+    assert_eq!(entry.file_line(), Some((file, line)), "{entry:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_under_std_mutex_is_medium_at_the_write() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (server, _data) = notes_server(on()).await;
+    let res = server.client().post("/v1/notes").json(&serde_json_body("groceries")).expect_blocking().send().await;
+    assert_eq!(res.status(), 200);
+    let h = res.expect_violation(Level::Medium);
+    assert_entry(&h.first, "write", HANDLERS, "writeln!(audit", "write");
+    assert_entry(&h.worst, "write", HANDLERS, "writeln!(audit", "write");
+    let record = res.record().expect("in-process record");
+    let sync = record.violations.iter().find(|v| v.event == "fdatasync").expect("fdatasync recorded");
+    let line = marked_line_in(HANDLERS, "sync_data", "fdatasync");
+    assert_eq!(sync.call_site.location().map(|l| (l.file.as_str(), l.line)), Some((HANDLERS, line)));
+    assert_eq!(h.count, record.violations.list.len() as u64);
+}
+
+fn serde_json_body(title: &str) -> std::collections::HashMap<&'static str, String> {
+    [("title", title.to_owned()), ("body", "milk, eggs".to_owned())].into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_database_driver_points_into_the_apps_store() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (server, _data) = notes_server(on()).await;
+    let res = server.client().get("/v1/notes/1").expect_blocking().send().await;
+    assert_eq!(res.status(), 200);
+    let h = res.expect_violation(Level::Medium);
+    // SQLite (C code inside a dependency) checks for a hot journal, then reads the file header: the call site is
+    // the app's own line that called into rusqlite.
+    assert_entry(&h.first, "stat64", STORE, "rows.next()", "stat64");
+    assert_eq!(h.worst.event, "pread64");
+    assert_eq!(h.worst.site, h.first.site);
+    let record = res.record().expect("record");
+    assert!(record.violations.iter().all(|v| v.blocking_api.as_deref().is_some_and(|a| a.starts_with("rusqlite::"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_read_with_std_fs_is_medium() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (server, _data) = notes_server(on()).await;
+    let res = server.client().get("/v1/notes/1/page").expect_blocking().send().await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().contains("<h1>t</h1>"));
+    let h = res.expect_violation(Level::Medium);
+    assert_entry(&h.first, "open64", HANDLERS, "read_to_string", "open64");
+    assert_entry(&h.worst, "open64", HANDLERS, "read_to_string", "open64");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_and_sleep_backoff_are_high() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (server, _data) = notes_server(on()).await;
+    let res = server.client().post("/v1/notes/1/publish").expect_blocking().send().await;
+    assert_eq!(res.status(), 202);
+    let h = res.expect_violation(Level::High);
+    assert_entry(&h.first, "getaddrinfo", HANDLERS, "to_socket_addrs", "getaddrinfo");
+    // Both are heavy; `worst` is the earliest among equals.
+    assert_entry(&h.worst, "getaddrinfo", HANDLERS, "to_socket_addrs", "getaddrinfo");
+    let record = res.record().expect("record");
+    let sleep = record.violations.iter().find(|v| v.event == "clock_nanosleep").expect("sleep recorded");
+    let line = marked_line_in(HANDLERS, "std::thread::sleep", "clock_nanosleep");
+    assert_eq!(sleep.call_site.location().map(|l| l.line), Some(line));
+    assert!(sleep.duration >= Duration::from_millis(50));
+    assert_eq!(sleep.level, Level::High);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_password_hashing_is_a_slow_poll() {
+    let (server, _data) = notes_server(on()).await;
+    let res = server
+        .client()
+        .post("/v1/register")
+        .json(&[("user", "ada"), ("password", "pw")].into_iter().collect::<std::collections::HashMap<_, _>>())
+        .expect_blocking()
+        .send()
+        .await;
+    assert_eq!(res.status(), 201);
+    let h = res.violations().expect("x-blocking-violations");
+    assert!(h.level >= Level::Medium, "{h}");
+    assert_eq!(h.first, HeaderEntry::new("slow_poll", "unknown"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_twins_and_health_are_clean() {
+    let (server, _data) = notes_server(on()).await;
+    let client = server.client();
+    for (method, path, body, fixed) in notes::ENDPOINTS.iter().filter(|e| e.3) {
+        assert!(*fixed);
+        let mut req = client.request(method.parse().expect("method"), path);
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(*body);
+        }
+        // `send` itself fails the test on a high-severity request; clean means no header at all.
+        let res = req.send().await;
+        assert!(res.status().is_success(), "{method} {path}: {}", res.status());
+        res.assert_clean();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_severity_fails_the_request_with_a_readable_report() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (server, _data) = notes_server(on()).await;
+    let err = server.client().post("/v1/notes/1/publish").try_send().await.expect_err("must fail");
+    let TestError::Blocking(failure) = err else { panic!("expected a blocking failure, got {err}") };
+    assert_eq!(failure.header.level, Level::High);
+    let report = failure.to_string();
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\x1b\[[0-9;]*m", "");
+    settings.add_filter(r"\d+(\.\d+)?(µs|ms|s)\b", "[duration]");
+    settings.add_filter(r"/tmp/\.tmp\w+", "[tmp]");
+    settings.add_filter(r"fd \d+", "fd [n]");
+    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[port]");
+    settings.add_filter(r"localhost:\d+", "localhost:[port]");
+    settings.add_filter(r"/rustc/\w+/(\S+?):\d+:\d+", "/rustc/[hash]/$1:[line]:[col]");
+    settings.add_filter(r"tests/layer/main\.rs:\d+:\d+", "tests/layer/main.rs:[line]:[col]");
+    settings.bind(|| insta::assert_snapshot!("publish_failure_report", report));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_panics_with_the_report() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (server, _data) = notes_server(on()).await;
+    let client = server.client();
+    let outcome = tokio::spawn(async move { client.post("/v1/notes/1/publish").send().await }).await;
+    let panic = outcome.expect_err("send must panic").into_panic();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("POST /v1/notes/1/publish blocked a tokio worker: severity 50 (high)"), "{message}");
+    assert!(message.contains("error[blocking/dns]"), "{message}");
+    assert!(message.contains("= help: use `tokio::net::lookup_host(..).await`"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_severity_is_configurable() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    // At the default (50, high) a medium request passes; at 10 it fails.
+    let (server, _data) = notes_server(on()).await;
+    let res = server.client().get("/v1/notes/1/page").send().await;
+    res.expect_violation(Level::Medium);
+    let (strict, _data2) = notes_server(Config::builder().enabled(true).fail_severity(10).build()).await;
+    let err = strict.client().get("/v1/notes/1/page").try_send().await.expect_err("medium fails at 10");
+    assert!(matches!(err, TestError::Blocking(ref f) if f.fail_severity == 10 && f.header.severity == 10), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_layer_adds_nothing_and_client_checks_nothing() {
+    let (server, _data) = notes_server(Config::default()).await;
+    let res = server.client().post("/v1/notes/1/publish").send().await;
+    assert_eq!(res.status(), 202);
+    assert!(res.headers().get(X_BLOCKING_VIOLATIONS).is_none());
+    assert!(res.headers().get(blockcop::X_BLOCKCOP_REQUEST_ID).is_none());
+    assert!(res.record().is_none());
+    assert!(!BlockCopLayer::new(Config::default()).is_active());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_env_follows_rust_test_blockcop() {
+    let enabled = Config::from_env().expect("valid environment").is_enabled();
+    assert_eq!(BlockCopLayer::from_env().expect("valid environment").is_active(), enabled);
+    let upstream = notes::upstream::spawn().await.expect("upstream");
+    let data = tempfile::tempdir().expect("data dir");
+    let app = notes::app(notes::AppConfig::new(data.path(), format!("localhost:{}", upstream.port()))).expect("app");
+    let server = TestServer::spawn(app).await.expect("serve");
+    let res = server.client().get("/v1/notes/999/page").expect_blocking().send().await;
+    // The note does not exist, so only the lookup runs (in spawn_blocking): clean either way.
+    assert_eq!(res.status(), 500);
+    res.assert_clean();
+    let res = server.client().get("/health").send().await;
+    assert_eq!(res.text(), "ok");
+}
+
+#[tokio::test]
+async fn current_thread_runtime_works_too() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (server, _data) = notes_server(on()).await;
+    let res = server.client().get("/v1/notes/1/page").expect_blocking().send().await;
+    let h = res.expect_violation(Level::Medium);
+    assert_entry(&h.first, "open64", HANDLERS, "read_to_string", "open64");
+    // The header round-trips through the parser unchanged.
+    let raw = res.headers().get(X_BLOCKING_VIOLATIONS).expect("header").to_str().expect("ascii");
+    assert_eq!(ViolationsHeader::parse(raw).expect("parses").render(), raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tower_service_on_hyper() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let line = line!() + 2;
+    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        std::thread::sleep(Duration::from_millis(20));
+        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"hi"))))
+    });
+    let server = TestServer::spawn_with(svc, on()).await.expect("serve");
+    let res = server.client().get("/").expect_blocking().send().await;
+    assert_eq!(res.text(), "hi");
+    let h = res.expect_violation(Level::High);
+    assert_eq!(h.first.event, "clock_nanosleep");
+    assert_eq!(h.first.file_line(), Some(("integration/tests/layer/main.rs", line)));
+}
+
+/// Records `blockcop` tracing events with their fields and the name of the span they happened in.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<CapturedEvent>>>);
+
+/// An event's level, the name of its span and its fields.
+type CapturedEvent = (tracing::Level, Option<String>, Vec<(String, String)>);
+
+impl<S> tracing_subscriber::Layer<S> for Capture
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != "blockcop" {
+            return;
+        }
+        struct Fields(Vec<(String, String)>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push((field.name().to_owned(), format!("{value:?}").trim_matches('"').to_owned()));
+            }
+        }
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        let span = ctx.event_span(event).map(|s| s.name().to_owned());
+        self.0.lock().expect("capture").push((*event.metadata().level(), span, fields.0));
+    }
+}
+
+#[tokio::test]
+async fn violations_are_tracing_events_inside_the_request_span() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    use tracing_subscriber::layer::SubscriberExt;
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let upstream = notes::upstream::spawn().await.expect("upstream");
+    let data = tempfile::tempdir().expect("data dir");
+    let app = notes::app(notes::AppConfig::new(data.path(), format!("localhost:{}", upstream.port())))
+        .expect("app")
+        .layer(BlockCopLayer::new(on()))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let server = TestServer::spawn_with(app, Config::default()).await.expect("serve");
+    let client = server.client();
+    client
+        .post("/v2/notes")
+        .header("content-type", "application/json")
+        .body(r#"{"title":"t","body":"b"}"#)
+        .send()
+        .await;
+    let res = client.get("/v1/notes/1/page").send().await;
+    assert_eq!(res.status(), 200);
+    assert!(res.violations().is_some(), "the inner layer adds the header");
+    let events = capture.0.lock().expect("capture").clone();
+    let (level, span, fields) = events
+        .iter()
+        .find(|(_, _, f)| f.iter().any(|(k, v)| k == "event" && v == "open64"))
+        .unwrap_or_else(|| panic!("no open64 event in {events:?}"));
+    assert_eq!(*level, tracing::Level::WARN);
+    assert_eq!(span.as_deref(), Some("request"));
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let line = marked_line_in(HANDLERS, "read_to_string", "open64");
+    assert!(get("call_site").is_some_and(|s| s.starts_with(&format!("{HANDLERS}:{line}:"))), "{fields:?}");
+    assert_eq!(get("method"), Some("GET"));
+    assert_eq!(get("path"), Some("/v1/notes/1/page"));
+    assert_eq!(get("weight"), Some("10"));
+    assert_eq!(get("level"), Some("medium"));
+    assert_eq!(get("blocking_api"), Some("std::fs::read_to_string"));
+    assert!(get("duration_us").is_some() && get("detail").is_some_and(|d| d.ends_with("page.html")));
+    // The low-weight statx of the same call is a DEBUG event.
+    assert!(
+        events
+            .iter()
+            .any(|(l, _, f)| *l == tracing::Level::DEBUG && f.iter().any(|(k, v)| k == "event" && v == "statx"))
+    );
+}
