@@ -92,6 +92,7 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
         detail: raw.detail.as_str().to_owned(),
         call_site,
         blocking_api: selection.blocking_api,
+        blocking_api_crate: selection.blocking_api_crate,
         stack: selection.stack,
         scope_id,
         thread_id: raw.thread_id,

@@ -222,6 +222,9 @@ pub struct Violation {
     pub call_site: CallSite,
     /// The outermost std or dependency function just below the call site, e.g. `std::fs::read_to_string`.
     pub blocking_api: Option<String>,
+    /// Where [`blocking_api`](Self::blocking_api) comes from: `std`, or the dependency's crate name (e.g.
+    /// `rusqlite`).
+    pub blocking_api_crate: Option<String>,
     /// The stack from the blocking API down to the poll of the scope, trimmed of blockcop's and libc's frames.
     pub stack: Vec<Frame>,
     /// The id of the scope the violation was recorded in.
@@ -382,6 +385,7 @@ pub(crate) fn classify(frame: &Frame, paths: &Paths) -> Origin {
 pub(crate) struct Selection {
     pub(crate) call_site: CallSite,
     pub(crate) blocking_api: Option<String>,
+    pub(crate) blocking_api_crate: Option<String>,
     pub(crate) stack: Vec<Frame>,
 }
 
@@ -411,14 +415,36 @@ pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Se
         None if frames.iter().all(|f| f.file.is_none()) && !frames.is_empty() => CallSite::NoDebugInfo,
         None => CallSite::Unknown,
     };
-    let blocking_api = match user {
-        Some(0) | None => None,
-        Some(i) => match origins[start + i - 1] {
-            Origin::Std | Origin::Dependency => stack[i - 1].function.clone(),
-            _ => None,
-        },
+    let (blocking_api, blocking_api_crate) = match user {
+        Some(0) | None => (None, None),
+        Some(i) => {
+            let frame = &frames[start + i - 1];
+            match origins[start + i - 1] {
+                Origin::Std => (frame.function.clone(), Some("std".to_owned())),
+                Origin::Dependency => (frame.function.clone(), dependency_crate(frame)),
+                _ => (None, None),
+            }
+        }
     };
-    Selection { call_site, blocking_api, stack }
+    Selection { call_site, blocking_api, blocking_api_crate, stack }
+}
+
+/// The crate a dependency frame belongs to: from its path under the cargo home (`registry/src/<index>/<crate>-<ver>/`
+/// or `git/checkouts/<crate>-<hash>/`), else the first segment of its function path.
+fn dependency_crate(frame: &Frame) -> Option<String> {
+    let file = frame.file.as_deref().unwrap_or("");
+    let from_dir = |dir: &str| {
+        // `tokio-1.54.1` -> `tokio`, `sqlite-3f2a9c` -> `sqlite`: cut at the last `-` that precedes a digit or hash.
+        dir.rsplit_once('-').map_or(dir, |(name, _)| name).to_owned()
+    };
+    if let Some((_, rest)) = file.split_once("/registry/src/") {
+        return rest.split('/').nth(1).map(from_dir);
+    }
+    if let Some((_, rest)) = file.split_once("/git/checkouts/") {
+        return rest.split('/').next().map(from_dir);
+    }
+    let name = frame.function.as_deref()?.trim_start_matches('<');
+    name.split("::").next().map(str::to_owned)
 }
 
 /// `file` relative to the workspace `root` when it lies inside it, otherwise unchanged.
@@ -491,6 +517,7 @@ mod tests {
         let s = select(&frames, &paths(), Some(Path::new(ROOT)));
         assert_eq!(s.call_site.to_string(), "src/handlers.rs:88:5");
         assert_eq!(s.blocking_api.as_deref(), Some("std::thread::sleep"));
+        assert_eq!(s.blocking_api_crate.as_deref(), Some("std"));
         // Trimmed: no blockcop frames, nothing past the scope's poll.
         assert_eq!(s.stack.len(), 4);
         assert_eq!(s.stack[0].function.as_deref(), Some("std::sys::pal::unix::thread::Thread::sleep"));
@@ -513,6 +540,7 @@ mod tests {
         let s = select(&frames, &paths(), Some(Path::new(ROOT)));
         assert_eq!(s.call_site.to_string(), "src/store.rs:31:5");
         assert_eq!(s.blocking_api.as_deref(), Some("sqlite::Db::query"));
+        assert_eq!(s.blocking_api_crate.as_deref(), Some("sqlite"));
     }
 
     #[test]
@@ -607,6 +635,7 @@ mod tests {
             detail: String::new(),
             call_site: CallSite::Unknown,
             blocking_api: None,
+            blocking_api_crate: None,
             stack: vec![],
             scope_id: 1,
             thread_id: 1,

@@ -177,10 +177,8 @@ pub(crate) fn format_duration(d: std::time::Duration) -> String {
 
 fn fix_hint(v: &Violation) -> String {
     let api = v.blocking_api.as_deref().unwrap_or("");
-    let from_std = ["std::", "<std::", "core::", "<core::", "<&std::"].iter().any(|p| api.starts_with(p));
     // A synchronous dependency (a database driver, an SDK): the fix is where it is called, not inside it.
-    if !api.is_empty() && !from_std && v.category != Category::SlowPoll {
-        let krate = api.trim_start_matches('<').split("::").next().unwrap_or(api);
+    if let Some(krate) = v.blocking_api_crate.as_deref().filter(|k| *k != "std") {
         return format!("`{krate}` blocks: call it inside `tokio::task::spawn_blocking`, or use an async alternative");
     }
     let specific = match v.category {
@@ -220,6 +218,7 @@ mod tests {
             detail: "sleep 50ms".into(),
             call_site: site,
             blocking_api: Some("std::thread::functions::sleep".into()),
+            blocking_api_crate: Some("std".into()),
             stack: vec![],
             scope_id: 7,
             thread_id: 1,
@@ -279,11 +278,13 @@ error[blocking/sleep]: `clock_nanosleep` blocked a tokio worker for 52.1ms
         let mut v = violation(CallSite::Unknown);
         v.category = Category::BlockingIo;
         v.blocking_api = Some("rusqlite::row::Rows::next".into());
+        v.blocking_api_crate = Some("rusqlite".into());
         assert_eq!(
             fix_hint(&v),
             "`rusqlite` blocks: call it inside `tokio::task::spawn_blocking`, or use an async alternative"
         );
         v.category = Category::File;
+        v.blocking_api_crate = Some("std".into());
         v.blocking_api = Some("<std::fs::File>::sync_data".into());
         assert_eq!(fix_hint(&v), "use `tokio::fs::File`, whose methods are async");
         v.blocking_api = Some("std::fs::read_to_string".into());

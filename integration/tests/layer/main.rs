@@ -6,7 +6,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blockcop::testing::{TestError, TestServer};
@@ -81,6 +80,10 @@ async fn sync_database_driver_points_into_the_apps_store() {
     // SQLite (C code inside a dependency) checks for a hot journal, then reads the file header: the call site is
     // the app's own line that called into rusqlite.
     assert_entry(&h.first, "stat64", STORE, "rows.next()", "stat64");
+    assert_eq!(
+        res.record().and_then(|r| r.violations.first()?.blocking_api_crate.clone()).as_deref(),
+        Some("rusqlite")
+    );
     assert_eq!(h.worst.event, "pread64");
     assert_eq!(h.worst.site, h.first.site);
     let record = res.record().expect("record");
@@ -262,81 +265,4 @@ async fn plain_tower_service_on_hyper() {
     let h = res.expect_violation(Level::High);
     assert_eq!(h.first.event, "clock_nanosleep");
     assert_eq!(h.first.file_line(), Some(("integration/tests/layer/main.rs", line)));
-}
-
-/// Records `blockcop` tracing events with their fields and the name of the span they happened in.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<CapturedEvent>>>);
-
-/// An event's level, the name of its span and its fields.
-type CapturedEvent = (tracing::Level, Option<String>, Vec<(String, String)>);
-
-impl<S> tracing_subscriber::Layer<S> for Capture
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != "blockcop" {
-            return;
-        }
-        struct Fields(Vec<(String, String)>);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push((field.name().to_owned(), format!("{value:?}").trim_matches('"').to_owned()));
-            }
-        }
-        let mut fields = Fields(Vec::new());
-        event.record(&mut fields);
-        let span = ctx.event_span(event).map(|s| s.name().to_owned());
-        self.0.lock().expect("capture").push((*event.metadata().level(), span, fields.0));
-    }
-}
-
-#[tokio::test]
-async fn violations_are_tracing_events_inside_the_request_span() {
-    if !blockcop::is_interposing() {
-        return;
-    }
-    use tracing_subscriber::layer::SubscriberExt;
-    let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
-    let upstream = notes::upstream::spawn().await.expect("upstream");
-    let data = tempfile::tempdir().expect("data dir");
-    let app = notes::app(notes::AppConfig::new(data.path(), format!("localhost:{}", upstream.port())))
-        .expect("app")
-        .layer(BlockCopLayer::new(on()))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
-    let server = TestServer::spawn_with(app, Config::default()).await.expect("serve");
-    let client = server.client();
-    client
-        .post("/v2/notes")
-        .header("content-type", "application/json")
-        .body(r#"{"title":"t","body":"b"}"#)
-        .send()
-        .await;
-    let res = client.get("/v1/notes/1/page").send().await;
-    assert_eq!(res.status(), 200);
-    assert!(res.violations().is_some(), "the inner layer adds the header");
-    let events = capture.0.lock().expect("capture").clone();
-    let (level, span, fields) = events
-        .iter()
-        .find(|(_, _, f)| f.iter().any(|(k, v)| k == "event" && v == "open64"))
-        .unwrap_or_else(|| panic!("no open64 event in {events:?}"));
-    assert_eq!(*level, tracing::Level::WARN);
-    assert_eq!(span.as_deref(), Some("request"));
-    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let line = marked_line_in(HANDLERS, "read_to_string", "open64");
-    assert!(get("call_site").is_some_and(|s| s.starts_with(&format!("{HANDLERS}:{line}:"))), "{fields:?}");
-    assert_eq!(get("method"), Some("GET"));
-    assert_eq!(get("path"), Some("/v1/notes/1/page"));
-    assert_eq!(get("weight"), Some("10"));
-    assert_eq!(get("level"), Some("medium"));
-    assert_eq!(get("blocking_api"), Some("std::fs::read_to_string"));
-    assert!(get("duration_us").is_some() && get("detail").is_some_and(|d| d.ends_with("page.html")));
-    // The low-weight statx of the same call is a DEBUG event.
-    assert!(
-        events
-            .iter()
-            .any(|(l, _, f)| *l == tracing::Level::DEBUG && f.iter().any(|(k, v)| k == "event" && v == "statx"))
-    );
 }

@@ -44,8 +44,8 @@ pub fn insert(conn: &rusqlite::Connection, title: &str, body: &str) -> rusqlite:
 pub fn find(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<Option<Note>> {
     let mut stmt = conn.prepare_cached("SELECT id, title, body FROM notes WHERE id = ?1")?;
     let mut rows = stmt.query([id])?;
-    match rows.next()? {
-        // blocks: stat64
+    let row = rows.next()?; // blocks: stat64
+    match row {
         Some(row) => Ok(Some(Note { id: row.get(0)?, title: row.get(1)?, body: row.get(2)? })),
         None => Ok(None),
     }
