@@ -3,12 +3,12 @@
 //! Adding an event means adding its function name here and a hook in `src/intercept/hooks.rs`; the hook looks its
 //! event up in this table at compile time, so a hook whose name is missing here does not compile.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::violation::Weight;
 
 /// What kind of blocking a violation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Category {
@@ -244,6 +244,22 @@ const fn str_eq(a: &str, b: &str) -> bool {
 }
 
 pub(crate) const SLOW_POLL: Event = event("slow_poll");
+
+/// The catalogue's `&'static str` for an event name read back from a run file; an unknown name (from another
+/// blockcop version) is leaked once and reused.
+pub(crate) fn intern(name: &str) -> &'static str {
+    if let Some(known) = CATALOGUE.iter().flat_map(|r| r.functions.iter()).find(|f| **f == name) {
+        return known;
+    }
+    static OTHERS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut others = OTHERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(found) = others.iter().find(|o| **o == name) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    others.push(leaked);
+    leaked
+}
 
 #[cfg(test)]
 mod tests {

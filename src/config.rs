@@ -71,6 +71,7 @@ struct Settings {
     fail_severity: u32,
     max_violations_per_scope: usize,
     allowlist: Vec<String>,
+    run_files: bool,
 }
 
 impl Default for Config {
@@ -90,6 +91,7 @@ impl Config {
                 fail_severity: DEFAULT_FAIL_SEVERITY,
                 max_violations_per_scope: DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
                 allowlist: DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
+                run_files: true,
             },
         }
     }
@@ -146,6 +148,12 @@ impl Config {
     /// [`Violations::dropped`](crate::Violations::dropped). By default, 64.
     pub fn max_violations_per_scope(&self) -> usize {
         self.inner.max_violations_per_scope
+    }
+
+    /// Whether violations are appended to this process's run file (see [`report::run`](crate::report::run)). By
+    /// default, on.
+    pub fn run_files(&self) -> bool {
+        self.inner.run_files
     }
 
     /// Function-path prefixes below which blocking is allowed (the defaults are in [`DEFAULT_ALLOWLIST`]).
@@ -229,6 +237,12 @@ impl ConfigBuilder {
     /// `allowBlockingCallsInside`, e.g. `"my_app::startup::load_templates"`.
     pub fn allow_blocking_in(mut self, prefix: impl Into<String>) -> Self {
         self.settings.allowlist.push(prefix.into());
+        self
+    }
+
+    /// Appends violations to the run file, or not. By default, on (when enabled).
+    pub fn run_files(mut self, on: bool) -> Self {
+        self.settings.run_files = on;
         self
     }
 

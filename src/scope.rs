@@ -14,6 +14,7 @@ use crate::catalogue::{self, Event};
 use crate::config::Config;
 use crate::instrument::Instrumented;
 use crate::intercept::{self, Detail, RawStack, thread};
+use crate::report::run::{self, Origin, RequestContext};
 use crate::violation::{Violations, Weight};
 use crate::{clock, symbolize};
 
@@ -44,6 +45,16 @@ impl Scope {
     /// A new, empty scope judged by `config` (its slow-poll threshold, cap and allowlist). The scope records
     /// whether or not `config` is enabled: enabling decides whether [`instrument`](crate::instrument) makes one.
     pub fn new(config: &Config) -> Scope {
+        Scope::with_origin(config, Origin { test: test_name(), ..Origin::default() })
+    }
+
+    /// A scope for one request (the layer's).
+    pub(crate) fn for_request(config: &Config, method: &str, path: &str) -> Scope {
+        let request = Some(RequestContext { method: method.to_owned(), path: path.to_owned() });
+        Scope::with_origin(config, Origin { request, test: test_name(), ..Origin::default() })
+    }
+
+    fn with_origin(config: &Config, origin: Origin) -> Scope {
         let threshold_ns = u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX);
         Scope {
             shared: Arc::new(ScopeShared {
@@ -55,6 +66,7 @@ impl Scope {
                 cap: config.max_violations_per_scope(),
                 config: config.clone(),
                 records: Mutex::new(Records::default()),
+                origin,
             }),
         }
     }
@@ -88,15 +100,10 @@ impl Scope {
     /// Symbolizes the raw stacks: the first time in a process this loads debug info (tens of ms); later, about
     /// 15 µs per new stack. Detection is suspended meanwhile, and the time is left out of any slow-poll check.
     /// Violations whose stack passes through an allowlisted function are left out here.
+    ///
+    /// With [`Config::run_files`] on, the violations are also appended to this process's run file.
     pub fn take_violations(&self) -> Violations {
-        let records = std::mem::take(&mut *self.shared.lock());
-        if records.list.is_empty() {
-            return Violations { list: Vec::new(), dropped: records.dropped };
-        }
-        crate::allow_blocking(|| Violations {
-            list: symbolize::resolve(records.list, &self.shared.config, self.shared.id),
-            dropped: records.dropped,
-        })
+        self.shared.take()
     }
 
     /// How many violations are waiting to be taken, before the allowlist is applied.
@@ -129,9 +136,18 @@ pub(crate) struct RawViolation {
     pub(crate) timestamp: SystemTime,
 }
 
+/// The name of the calling thread when it looks like a test's: libtest names each test's thread after the test.
+fn test_name() -> Option<String> {
+    let current = std::thread::current();
+    let name = current.name()?;
+    let runtime_thread = name == "main" || name.starts_with("tokio-runtime") || name.starts_with("blockcop-");
+    (!runtime_thread).then(|| name.to_owned())
+}
+
 /// The state a scope shares between its handles and the threads polling inside it.
 pub(crate) struct ScopeShared {
     id: u64,
+    origin: Origin,
     config: Config,
     threshold: Duration,
     threshold_ns: u64,
@@ -148,7 +164,34 @@ impl std::fmt::Debug for ScopeShared {
     }
 }
 
+impl Drop for ScopeShared {
+    /// Violations nobody took still reach the run file: nothing recorded is lost.
+    fn drop(&mut self) {
+        let pending = self.lock();
+        let left = !pending.list.is_empty() || pending.dropped > 0;
+        drop(pending);
+        if left && self.config.run_files() {
+            let _ = self.take();
+        }
+    }
+}
+
 impl ScopeShared {
+    fn take(&self) -> Violations {
+        let records = std::mem::take(&mut *self.lock());
+        if records.list.is_empty() && records.dropped == 0 {
+            return Violations::default();
+        }
+        crate::allow_blocking(|| {
+            let violations =
+                Violations { list: symbolize::resolve(records.list, &self.config, self.id), dropped: records.dropped };
+            if self.config.run_files() {
+                run::append(&run::records(&violations, &self.origin, self.id));
+            }
+            violations
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
         // A panic while holding the lock leaves the list consistent (pushes are the only writes).
         self.records.lock().unwrap_or_else(PoisonError::into_inner)

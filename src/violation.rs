@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::catalogue::Category;
 
@@ -30,6 +30,19 @@ impl Weight {
             Weight::Light => 1,
             Weight::Moderate => 10,
             Weight::Heavy => 50,
+        }
+    }
+
+    /// The weight whose value is the largest not above `value`: 50 and up heavy, 10 moderate, 1 light, 0 trivial.
+    pub const fn from_value(value: u32) -> Weight {
+        if value >= 50 {
+            Weight::Heavy
+        } else if value >= 10 {
+            Weight::Moderate
+        } else if value >= 1 {
+            Weight::Light
+        } else {
+            Weight::Trivial
         }
     }
 
@@ -69,7 +82,7 @@ impl Serialize for Weight {
 }
 
 /// The level of a severity: high from 50, medium from 10, low below (aiocop's thresholds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Severity below 10.
@@ -118,7 +131,7 @@ impl fmt::Display for Level {
 }
 
 /// A source location: a file (relative to the workspace root when it lies inside it), a line and a column.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourceLocation {
     /// The file, e.g. `test-apps/notes/src/handlers.rs`.
     pub file: String,
@@ -138,7 +151,7 @@ impl fmt::Display for SourceLocation {
 }
 
 /// Where in the user's code a violation happened.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CallSite {
     /// The first frame in the user's own code.
@@ -171,7 +184,7 @@ impl fmt::Display for CallSite {
 }
 
 /// One symbolized stack frame.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     /// The demangled function name without its hash, e.g. `std::fs::read_to_string`.
     pub function: Option<String>,

@@ -47,8 +47,8 @@ where
         let Some(config) = &self.config else {
             return ResponseFuture::passthrough(self.inner.call(req));
         };
-        let scope = Scope::new(config);
         let info = RequestInfo { method: req.method().clone(), path: req.uri().path().to_owned() };
+        let scope = Scope::for_request(config, info.method.as_str(), &info.path);
         let inner = &mut self.inner;
         let future = scope.shared.poll(None, || inner.call(req));
         ResponseFuture::watched(future, scope, info)

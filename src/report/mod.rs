@@ -1,6 +1,13 @@
-//! Reports for people: a violation rendered the way `rustc` renders a diagnostic, with the source line, what
-//! blocked, where it came through and how to fix it.
+//! Reports: a violation rendered the way `rustc` renders a diagnostic ([`TextRenderer`]), the JSON Lines run files
+//! every process with blockcop enabled leaves behind ([`run`]), and their aggregation.
 
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod run;
+#[cfg(feature = "cli")]
+pub mod sarif;
+mod summary;
 mod text;
 
+pub use summary::{Group, Summary};
 pub use text::{Style, TextRenderer};

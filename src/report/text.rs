@@ -175,7 +175,7 @@ pub(crate) fn format_duration(d: std::time::Duration) -> String {
     }
 }
 
-fn fix_hint(v: &Violation) -> String {
+pub(crate) fn fix_hint(v: &Violation) -> String {
     let api = v.blocking_api.as_deref().unwrap_or("");
     // A synchronous dependency (a database driver, an SDK): the fix is where it is called, not inside it.
     if let Some(krate) = v.blocking_api_crate.as_deref().filter(|k| *k != "std") {

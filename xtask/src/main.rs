@@ -4,6 +4,7 @@
 //!   found (`--detector`: runs the detector scenarios without HTTP instead).
 //! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation) and the HTTP
 //!   benchmark of the layer (no layer / disabled / enabled).
+//! - `report`: `blockcop report` over the run files (`--format text|json|sarif`, `--fail-severity`).
 //! - `ci`: what CI runs: format check, clippy, and the test suite with and without `RUST_TEST_BLOCKCOP=1`.
 
 use std::path::{Path, PathBuf};
@@ -45,12 +46,19 @@ fn bench() -> Result<(), String> {
     run("HTTP benchmark", c)
 }
 
+fn report(args: &[String]) -> Result<(), String> {
+    let mut c = cargo();
+    c.args(["run", "--quiet", "--package", "blockcop", "--features", "cli", "--bin", "blockcop", "--", "report"]);
+    c.args(args);
+    run("report", c)
+}
+
 fn ci() -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run("cargo fmt --check", fmt)?;
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
     run("cargo clippy", clippy)?;
     let mut off = cargo();
     off.args(["test", "--workspace"]).env_remove("RUST_TEST_BLOCKCOP");
@@ -66,7 +74,8 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(),
         Some("ci") => ci(),
-        _ => Err("usage: cargo xtask <demo|bench|ci>".to_owned()),
+        Some("report") => report(&args[1..]),
+        _ => Err("usage: cargo xtask <demo [--detector]|bench|report [args]|ci>".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

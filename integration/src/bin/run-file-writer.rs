@@ -1,0 +1,33 @@
+//! Writes violations to this process's run file from many threads at once, for the run-file concurrency test:
+//! `run-file-writer <threads> <scopes per thread> <file to stat>`. Half the scopes are taken, half dropped
+//! untaken (their violations must reach the run file anyway).
+
+use blockcop::{Config, Scope};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let threads: usize = args.get(1).and_then(|a| a.parse().ok()).expect("threads");
+    let scopes: usize = args.get(2).and_then(|a| a.parse().ok()).expect("scopes per thread");
+    let file = std::path::PathBuf::from(args.get(3).expect("a file to stat"));
+    let config = Config::builder().enabled(true).build();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (config, file) = (config.clone(), file.clone());
+            std::thread::Builder::new()
+                .name(format!("writer-{t}"))
+                .spawn(move || {
+                    for i in 0..scopes {
+                        let scope = Scope::new(&config);
+                        scope.in_scope(|| std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0));
+                        if i % 2 == 0 {
+                            assert_eq!(scope.take_violations().list.len(), 1);
+                        }
+                    }
+                })
+                .expect("spawn writer thread")
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("writer thread");
+    }
+}

@@ -1,0 +1,320 @@
+//! Reports: run files read back and aggregated by `blockcop report` into the ranked text summary, JSON, SARIF
+//! (validated against the SARIF 2.1.0 schema) and GitHub annotations; corrupt input; concurrent writers.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use blockcop::report::run::{RecordBody, SCHEMA_VERSION, read_run_files};
+use serde_json::json;
+use support::marked_line_in;
+
+const HANDLERS: &str = "test-apps/notes/src/handlers.rs";
+const STORE: &str = "test-apps/notes/src/store.rs";
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One violation record, as the run-file schema documents it.
+#[allow(clippy::too_many_arguments)]
+fn violation(
+    event: &str,
+    category: &str,
+    weight: u32,
+    (file, line, column): (&str, u32, u32),
+    duration_us: u64,
+    api: Option<(&str, &str)>,
+    request: Option<(&str, &str)>,
+    test: Option<&str>,
+) -> serde_json::Value {
+    let level = match weight {
+        50.. => "high",
+        10..=49 => "medium",
+        _ => "low",
+    };
+    let call_site = if file.is_empty() {
+        json!({ "kind": "unknown" })
+    } else {
+        json!({ "kind": "source", "file": file, "line": line, "column": column })
+    };
+    json!({
+        "version": SCHEMA_VERSION, "kind": "violation",
+        "event": event, "category": category, "weight": weight, "level": level,
+        "duration_us": duration_us, "count": 1, "detail": "",
+        "call_site": call_site,
+        "blocking_api": api.map(|a| a.0), "blocking_api_crate": api.map(|a| a.1),
+        "stack": [], "thread": "tokio-runtime-worker",
+        "request": request.map(|(m, p)| json!({ "method": m, "path": p })),
+        "task": null, "test": test, "scope_id": 1, "pid": 4242, "timestamp_us": 1_795_000_000_000_000u64
+    })
+}
+
+/// A run file of the notes app's v1 mistakes, pointing at their real lines.
+fn fixture(dir: &Path) -> PathBuf {
+    let sleep = marked_line_in(HANDLERS, "std::thread::sleep", "clock_nanosleep");
+    let dns = marked_line_in(HANDLERS, "to_socket_addrs", "getaddrinfo");
+    let template = marked_line_in(HANDLERS, "read_to_string", "open64");
+    let sqlite = marked_line_in(STORE, "rows.next()", "stat64");
+    let std_sleep = Some(("std::thread::functions::sleep", "std"));
+    let lines = [
+        violation(
+            "getaddrinfo",
+            "dns",
+            50,
+            (HANDLERS, dns, 47),
+            140,
+            Some(("<str as std::net::socket_addr::ToSocketAddrs>::to_socket_addrs", "std")),
+            Some(("POST", "/v1/notes/1/publish")),
+            Some("publish"),
+        ),
+        violation(
+            "clock_nanosleep",
+            "sleep",
+            50,
+            (HANDLERS, sleep, 13),
+            50_100,
+            std_sleep,
+            Some(("POST", "/v1/notes/1/publish")),
+            Some("publish"),
+        ),
+        violation(
+            "clock_nanosleep",
+            "sleep",
+            50,
+            (HANDLERS, sleep, 13),
+            50_300,
+            std_sleep,
+            Some(("POST", "/v1/notes/2/publish")),
+            Some("publish_twice"),
+        ),
+        violation(
+            "open64",
+            "file",
+            10,
+            (HANDLERS, template, 24),
+            6,
+            Some(("std::fs::read_to_string", "std")),
+            Some(("GET", "/v1/notes/1/page")),
+            None,
+        ),
+        violation(
+            "open64",
+            "file",
+            10,
+            (HANDLERS, template, 24),
+            9,
+            Some(("std::fs::read_to_string", "std")),
+            Some(("GET", "/v1/notes/1/page")),
+            None,
+        ),
+        violation(
+            "open64",
+            "file",
+            10,
+            (HANDLERS, template, 24),
+            7,
+            Some(("std::fs::read_to_string", "std")),
+            Some(("GET", "/v1/notes/2/page")),
+            None,
+        ),
+        violation(
+            "stat64",
+            "metadata",
+            1,
+            (STORE, sqlite, 15),
+            4,
+            Some(("rusqlite::row::Rows::next", "rusqlite")),
+            Some(("GET", "/v1/notes/1")),
+            None,
+        ),
+        violation("slow_poll", "slow_poll", 50, ("", 0, 0), 256_900, None, Some(("POST", "/v1/register")), None),
+        json!({ "version": SCHEMA_VERSION, "kind": "dropped", "count": 3, "request": { "method": "GET", "path": "/v1/notes" },
+                "task": null, "test": null, "scope_id": 9, "pid": 4242, "timestamp_us": 1_795_000_000_000_000u64 }),
+    ];
+    let path = dir.join("1795000000000-4242.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).expect("write fixture");
+    path
+}
+
+/// Runs `blockcop` with `args`; returns (status, stdout, stderr).
+fn blockcop(args: &[&str]) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let argv = std::iter::once("blockcop").chain(args.iter().copied()).map(str::to_owned);
+    let status = blockcop::report::cli::run(argv, &mut out, &mut err);
+    (status, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
+}
+
+fn snapshot_settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"\x1b\[[0-9;]*m", "");
+    s.add_filter(r#""version": "\d+\.\d+\.\d+""#, r#""version": "[version]""#);
+    s
+}
+
+#[test]
+fn text_summary_ranks_call_sites_and_renders_each_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = fixture(dir.path());
+    let root = workspace_root();
+    let (status, out, err) =
+        blockcop(&["report", file.to_str().expect("path"), "--root", root.to_str().expect("root")]);
+    // Heavy call sites reach the default fail severity (high): exit status 1.
+    assert_eq!(status, 1, "{err}");
+    assert_eq!(err, "blockcop: 3 call site(s) reach the fail severity 50\n");
+    snapshot_settings().bind(|| insta::assert_snapshot!("summary_text", out));
+    let (status, _, _) = blockcop(&["report", file.to_str().expect("path"), "--fail-severity", "500"]);
+    assert_eq!(status, 0);
+}
+
+#[test]
+fn json_summary() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = fixture(dir.path());
+    let (status, out, _) = blockcop(&["report", file.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(status, 1);
+    let value: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(value["groups"][0]["event"], "clock_nanosleep");
+    assert_eq!(value["groups"][0]["occurrences"], 2);
+    assert_eq!(value["dropped"], 3);
+    snapshot_settings().bind(|| insta::assert_json_snapshot!("summary_json", value));
+}
+
+#[test]
+fn sarif_is_valid_2_1_0_and_points_at_the_lines() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = fixture(dir.path());
+    let (_, out, _) = blockcop(&["report", file.to_str().expect("path"), "--format", "sarif"]);
+    let sarif: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/report/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema")).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema (see tests/report/README.md)");
+    let errors: Vec<String> =
+        validator.iter_errors(&sarif).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "SARIF does not validate:\n{}", errors.join("\n"));
+    assert_eq!(sarif["version"], "2.1.0");
+    let results = sarif["runs"][0]["results"].as_array().expect("results");
+    let sleep = &results[0];
+    assert_eq!(sleep["ruleId"], "blocking/sleep");
+    assert_eq!(sleep["level"], "error");
+    let loc = &sleep["locations"][0]["physicalLocation"];
+    assert_eq!(loc["artifactLocation"]["uri"], HANDLERS);
+    assert_eq!(loc["artifactLocation"]["uriBaseId"], "%SRCROOT%");
+    let line = marked_line_in(HANDLERS, "std::thread::sleep", "clock_nanosleep");
+    assert_eq!(loc["region"]["startLine"], line);
+    // One rule per category.
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), blockcop::CATALOGUE.len());
+    snapshot_settings().bind(|| insta::assert_json_snapshot!("summary_sarif", sarif));
+}
+
+#[test]
+fn github_annotations_name_file_and_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = read_run_files(&[fixture(dir.path())]).expect("read");
+    let annotations = blockcop::report::Summary::from_run_files(&run).github_annotations();
+    let line = marked_line_in(HANDLERS, "std::thread::sleep", "clock_nanosleep");
+    let first = annotations.lines().next().expect("an annotation");
+    assert!(
+        first.starts_with(&format!("::error file={HANDLERS},line={line},col=13,title=blockcop%3A blocking/sleep::")),
+        "{first}"
+    );
+    // The slow poll has no source location, so no annotation.
+    assert_eq!(annotations.lines().count(), 4);
+}
+
+#[test]
+fn corrupt_lines_are_reported_with_position_and_skipped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = fixture(dir.path());
+    let good = std::fs::read_to_string(&file).expect("read");
+    let first = good.lines().next().expect("a line");
+    let corrupt = format!("{first}\n{}\nnot json at all\n\n{first}\n", &first[..first.len() / 2]);
+    std::fs::write(&file, corrupt).expect("write");
+    let run = read_run_files(std::slice::from_ref(&file)).expect("read");
+    assert_eq!(run.records.len(), 2);
+    let positions: Vec<String> = run.skipped.iter().map(|e| e.to_string()).collect();
+    assert_eq!(positions.len(), 2, "{positions:?}");
+    assert!(positions[0].starts_with(&format!("{}:2: skipped a corrupt record: ", file.display())), "{positions:?}");
+    assert!(positions[1].starts_with(&format!("{}:3: skipped a corrupt record: ", file.display())), "{positions:?}");
+    let (status, out, err) = blockcop(&["report", file.to_str().expect("path")]);
+    assert_eq!(status, 1);
+    assert!(err.contains(&format!("{}:2: skipped a corrupt record", file.display())), "{err}");
+    assert!(out.contains("blockcop: 2 violations at 1 call sites"), "{out}");
+}
+
+#[test]
+fn unknown_schema_version_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("future.jsonl");
+    std::fs::write(&file, "{\"version\":99,\"kind\":\"violation\"}\n").expect("write");
+    let (status, out, err) = blockcop(&["report", file.to_str().expect("path")]);
+    assert_eq!(status, 2);
+    assert!(out.is_empty());
+    assert_eq!(
+        err,
+        format!(
+            "blockcop: {}:1: run file schema version 99 is not supported (this blockcop reads version 1); use the \
+             blockcop that wrote it\n",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn empty_input_prints_no_violations_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert_eq!(
+        blockcop(&["report", dir.path().to_str().expect("path")]),
+        (0, "no violations recorded\n\n".into(), String::new())
+    );
+    let missing = dir.path().join("never-written");
+    assert_eq!(blockcop(&["report", missing.to_str().expect("path")]).1, "no violations recorded\n");
+    std::fs::write(dir.path().join("empty.jsonl"), "").expect("write");
+    assert_eq!(blockcop(&["report", dir.path().to_str().expect("path")]).0, 0);
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let (status, _, err) = blockcop(&["report", "--fail-severity", "severe"]);
+    assert_eq!(status, 2);
+    assert!(err.contains("invalid value 'severe' for '--fail-severity"), "{err}");
+}
+
+#[test]
+fn two_processes_with_eight_threads_each_lose_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let probe = dir.path().join("probe.txt");
+    std::fs::write(&probe, "x").expect("write");
+    let reports = dir.path().join("runs");
+    let (threads, scopes) = (8, 40);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_run-file-writer"))
+                .args([threads.to_string(), scopes.to_string(), probe.display().to_string()])
+                .env("BLOCKCOP_REPORT_DIR", &reports)
+                .spawn()
+                .expect("spawn writer process")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success());
+    }
+    let run = read_run_files(&[reports]).expect("read");
+    assert!(run.skipped.is_empty(), "{:?}", run.skipped);
+    assert_eq!(run.files.len(), 2, "one file per process");
+    let mut pids: Vec<u32> = run.records.iter().map(|r| r.pid).collect();
+    pids.dedup();
+    assert_eq!(pids.len(), 2, "each file holds one process's records, in order");
+    // 16 threads on a small machine get preempted, which can add a slow poll here and there: count the stats.
+    let stat = |r: &&blockcop::report::run::Record| matches!(&r.body, RecordBody::Violation(v) if v.event == "statx");
+    assert_eq!(run.records.iter().filter(stat).count(), 2 * threads * scopes);
+    for t in 0..threads {
+        let name = format!("writer-{t}");
+        let of_thread = run.records.iter().filter(stat).filter(|r| r.test.as_deref() == Some(name.as_str())).count();
+        assert_eq!(of_thread, 2 * scopes);
+    }
+}

@@ -1,0 +1,120 @@
+//! The `blockcop` command (feature `cli`): `blockcop report` reads run files and prints the call sites to fix,
+//! ranked by severity then occurrences.
+//!
+//! ```text
+//! blockcop report [PATH...] [--format text|json|sarif] [--fail-severity N|low|medium|high] [--root DIR]
+//! ```
+//!
+//! Exit status: 0; 1 when any group reaches `--fail-severity` (default high); 2 when the input cannot be read.
+//! With `GITHUB_ACTIONS=true`, the text format ends with GitHub Actions annotations (`::error file=…,line=…::…`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::run::{read_run_files, report_dir};
+use super::{Style, Summary, TextRenderer};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "blockcop", version, about = "Reports on code that blocked tokio's worker threads")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Aggregates run files by (call site, event), ranked by severity then occurrences.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Run files or directories of them. By default, the run-file directory (`BLOCKCOP_REPORT_DIR`, else
+    /// `target/blockcop`).
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Exit with status 1 when any group reaches this severity: a number, or low, medium, high.
+    #[arg(long, default_value = "high", value_parser = parse_severity)]
+    fail_severity: u32,
+    /// Read source snippets relative to this directory. By default, the workspace root.
+    #[arg(long)]
+    root: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// The ranked table and each group as a rustc-style diagnostic (plus GitHub annotations when
+    /// `GITHUB_ACTIONS=true`).
+    Text,
+    /// The aggregated groups as JSON.
+    Json,
+    /// SARIF 2.1.0, for code scanning.
+    Sarif,
+}
+
+fn parse_severity(s: &str) -> Result<u32, String> {
+    crate::parse_severity(s).map_err(|e| format!("{} (a number, or low, medium, high)", e.value))
+}
+
+/// Runs `blockcop` with `args` (the first is the program name), writing the report to `out` and problems to `err`.
+/// Returns the exit status: 0, 1 when a group reaches the fail severity, 2 when the input cannot be read (or the
+/// arguments are wrong).
+pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = write!(err, "{e}");
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let Command::Report(args) = cli.command;
+    let paths = if args.paths.is_empty() { vec![report_dir()] } else { args.paths };
+    if paths.iter().all(|p| !p.exists()) {
+        // Nothing was ever written: a clean run.
+        let _ = writeln!(out, "no violations recorded");
+        return 0;
+    }
+    let run = match read_run_files(&paths) {
+        Ok(run) => run,
+        Err(e) => {
+            let _ = writeln!(err, "blockcop: {e}");
+            return 2;
+        }
+    };
+    for skipped in &run.skipped {
+        let _ = writeln!(err, "blockcop: warning: {skipped}");
+    }
+    let mut summary = Summary::from_run_files(&run);
+    // Corrupt lines went to `err` above; keep `out` for the report.
+    summary.skipped.clear();
+    let written = match args.format {
+        Format::Text => {
+            let mut renderer = TextRenderer::new(Style::for_stderr());
+            if let Some(root) = args.root {
+                renderer = renderer.with_root(root);
+            }
+            let mut text = summary.render_text(&renderer);
+            if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+                text.push_str(&summary.github_annotations());
+            }
+            out.write_all(text.as_bytes())
+        }
+        Format::Json => serde_json::to_writer_pretty(&mut *out, &summary).map_err(std::io::Error::other),
+        Format::Sarif => {
+            serde_json::to_writer_pretty(&mut *out, &super::sarif::to_sarif(&summary)).map_err(std::io::Error::other)
+        }
+    };
+    if let Err(e) = written.and_then(|()| writeln!(out)) {
+        let _ = writeln!(err, "blockcop: writing the report failed: {e}");
+        return 2;
+    }
+    let failing = summary.groups.iter().filter(|g| g.severity >= args.fail_severity).count();
+    if failing > 0 {
+        let _ = writeln!(err, "blockcop: {failing} call site(s) reach the fail severity {}", args.fail_severity);
+        return 1;
+    }
+    0
+}
