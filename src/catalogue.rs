@@ -197,7 +197,7 @@ pub static CATALOGUE: &[CatalogueRow] = &[
     CatalogueRow {
         category: Category::SlowPoll,
         weight: Weight::Moderate,
-        functions: &["slow_poll"],
+        functions: &["slow_poll", "stuck_poll"],
         condition: "a poll ran past the slow-poll threshold (time spent in recorded blocking calls excluded)",
         fix: "move CPU-heavy work into `tokio::task::spawn_blocking` or `block_in_place`, or split it with \
               `tokio::task::yield_now().await`",
@@ -244,6 +244,7 @@ const fn str_eq(a: &str, b: &str) -> bool {
 }
 
 pub(crate) const SLOW_POLL: Event = event("slow_poll");
+pub(crate) const STUCK_POLL: Event = event("stuck_poll");
 
 /// The catalogue's `&'static str` for an event name read back from a run file; an unknown name (from another
 /// blockcop version) is leaked once and reused.

@@ -12,6 +12,10 @@ pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
 /// Severity at which the test harness fails a request. By default, 50 (level high).
 pub const DEFAULT_FAIL_SEVERITY: u32 = 50;
 
+/// How long a poll may run before the watchdog reports it as a `stuck_poll`, while it is still running. By default,
+/// 1000 ms.
+pub const DEFAULT_STUCK_POLL_THRESHOLD: Duration = Duration::from_millis(1000);
+
 /// Maximum violations kept per scope; more are counted as dropped. By default, 64.
 pub const DEFAULT_MAX_VIOLATIONS_PER_SCOPE: usize = 64;
 
@@ -30,6 +34,8 @@ pub const ENV_ENABLE: &str = "RUST_TEST_BLOCKCOP";
 pub const ENV_SLOW_POLL_MS: &str = "BLOCKCOP_SLOW_POLL_MS";
 /// The severity at which the harness fails a request: a number, or `low`, `medium` or `high`.
 pub const ENV_FAIL_SEVERITY: &str = "BLOCKCOP_FAIL_SEVERITY";
+/// The stuck-poll threshold in whole milliseconds (at least 1).
+pub const ENV_STUCK_MS: &str = "BLOCKCOP_STUCK_MS";
 /// The per-scope cap on recorded violations: a whole number of at least 1.
 pub const ENV_MAX_VIOLATIONS: &str = "BLOCKCOP_MAX_VIOLATIONS";
 
@@ -68,6 +74,7 @@ pub struct Config {
 struct Settings {
     enabled: bool,
     slow_poll_threshold: Duration,
+    stuck_poll_threshold: Duration,
     fail_severity: u32,
     max_violations_per_scope: usize,
     allowlist: Vec<String>,
@@ -88,6 +95,7 @@ impl Config {
             settings: Settings {
                 enabled: false,
                 slow_poll_threshold: DEFAULT_SLOW_POLL_THRESHOLD,
+                stuck_poll_threshold: DEFAULT_STUCK_POLL_THRESHOLD,
                 fail_severity: DEFAULT_FAIL_SEVERITY,
                 max_violations_per_scope: DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
                 allowlist: DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
@@ -118,6 +126,9 @@ impl Config {
         if let Some(v) = lookup(ENV_SLOW_POLL_MS) {
             b = b.slow_poll_threshold(Duration::from_millis(parse_positive(ENV_SLOW_POLL_MS, &v, MS_FORM)?));
         }
+        if let Some(v) = lookup(ENV_STUCK_MS) {
+            b = b.stuck_poll_threshold(Duration::from_millis(parse_positive(ENV_STUCK_MS, &v, MS_FORM)?));
+        }
         if let Some(v) = lookup(ENV_FAIL_SEVERITY) {
             b = b.fail_severity(parse_severity(&v)?);
         }
@@ -137,6 +148,12 @@ impl Config {
     /// calls at least this long are at least moderate. By default, 10 ms ([`DEFAULT_SLOW_POLL_THRESHOLD`]).
     pub fn slow_poll_threshold(&self) -> Duration {
         self.inner.slow_poll_threshold
+    }
+
+    /// A poll still running after this long is reported as a `stuck_poll` by the watchdog, while it is still
+    /// running. By default, 1000 ms ([`DEFAULT_STUCK_POLL_THRESHOLD`]).
+    pub fn stuck_poll_threshold(&self) -> Duration {
+        self.inner.stuck_poll_threshold
     }
 
     /// The severity at which the test harness fails a request. By default, 50 (high).
@@ -173,6 +190,13 @@ impl Config {
             Ok(c) => c,
             Err(e) => panic!("blockcop: {e}"),
         })
+    }
+
+    /// The process-wide configuration if one was set or read, otherwise the defaults (never reads the
+    /// environment, never panics).
+    pub(crate) fn global_or_default() -> &'static Config {
+        static DEFAULT: OnceLock<Config> = OnceLock::new();
+        GLOBAL.get().unwrap_or_else(|| DEFAULT.get_or_init(Config::default))
     }
 
     /// Makes this the process-wide configuration.
@@ -218,6 +242,12 @@ impl ConfigBuilder {
     /// Sets the slow-poll threshold. By default, 10 ms. A zero threshold is raised to 1 µs.
     pub fn slow_poll_threshold(mut self, threshold: Duration) -> Self {
         self.settings.slow_poll_threshold = threshold.max(Duration::from_micros(1));
+        self
+    }
+
+    /// Sets the stuck-poll threshold. By default, 1000 ms. A zero threshold is raised to 1 ms.
+    pub fn stuck_poll_threshold(mut self, threshold: Duration) -> Self {
+        self.settings.stuck_poll_threshold = threshold.max(Duration::from_millis(1));
         self
     }
 

@@ -57,6 +57,8 @@ mod instrument;
 mod intercept;
 pub mod layer;
 pub mod report;
+pub mod runtime;
+mod sampler;
 mod scope;
 mod symbolize;
 #[cfg(feature = "testing")]
@@ -66,14 +68,15 @@ mod violation;
 pub use catalogue::{CATALOGUE, CatalogueRow, Category};
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
-    DEFAULT_SLOW_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS, ENV_SLOW_POLL_MS, init,
-    parse_severity,
+    DEFAULT_SLOW_POLL_THRESHOLD, DEFAULT_STUCK_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS,
+    ENV_SLOW_POLL_MS, ENV_STUCK_MS, init, parse_severity,
 };
 pub use header::{
     HeaderEntry, HeaderParseError, MAX_HEADER_LEN, ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS,
 };
 pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;
+pub use sampler::{sampling_active, stuck_polls};
 pub use scope::Scope;
 pub use violation::{CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Violation, Violations, Weight};
 

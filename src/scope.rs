@@ -54,7 +54,19 @@ impl Scope {
         Scope::with_origin(config, Origin { request, test: test_name(), ..Origin::default() })
     }
 
+    /// A worker thread's scope for the runtime hooks: never inherited by spawned tasks, with room for the
+    /// violations of many polls between drains.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    pub(crate) fn for_runtime(config: &Config) -> Scope {
+        let scope = Scope::with_origin(config, Origin::default());
+        let mut shared = Arc::into_inner(scope.shared).expect("a new scope has one handle");
+        shared.inheritable = false;
+        shared.cap = shared.cap.max(RUNTIME_SCOPE_CAP);
+        Scope { shared: Arc::new(shared) }
+    }
+
     fn with_origin(config: &Config, origin: Origin) -> Scope {
+        crate::sampler::ensure_watchdog(config);
         let threshold_ns = u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX);
         Scope {
             shared: Arc::new(ScopeShared {
@@ -67,6 +79,7 @@ impl Scope {
                 config: config.clone(),
                 records: Mutex::new(Records::default()),
                 origin,
+                inheritable: true,
             }),
         }
     }
@@ -129,11 +142,15 @@ pub(crate) struct RawViolation {
     pub(crate) count: u32,
     pub(crate) detail: Detail,
     pub(crate) stack: RawStack,
-    /// For slow polls: where the future was instrumented.
+    /// For slow polls: where the future was instrumented (or the task spawned).
     pub(crate) site: Option<&'static Location<'static>>,
+    /// For slow polls: the watchdog's stack samples of the poll.
+    pub(crate) samples: Vec<RawStack>,
     pub(crate) thread_id: u64,
     pub(crate) thread_name: Option<String>,
     pub(crate) timestamp: SystemTime,
+    /// The task being polled, when a runtime hook began the poll.
+    pub(crate) task: Option<thread::TaskTag>,
 }
 
 /// The name of the calling thread when it looks like a test's: libtest names each test's thread after the test.
@@ -148,6 +165,9 @@ fn test_name() -> Option<String> {
 pub(crate) struct ScopeShared {
     id: u64,
     origin: Origin,
+    /// Whether tasks spawned inside it inherit it (not the runtime hooks' per-thread scopes).
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    inheritable: bool,
     config: Config,
     threshold: Duration,
     threshold_ns: u64,
@@ -176,7 +196,17 @@ impl Drop for ScopeShared {
     }
 }
 
+/// The cap of a runtime hooks' per-thread scope, drained every 100 ms. 4096.
+#[cfg_attr(not(tokio_unstable), allow(dead_code))]
+const RUNTIME_SCOPE_CAP: usize = 4096;
+
 impl ScopeShared {
+    /// Whether tasks spawned inside this scope inherit it.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    pub(crate) fn inheritable(&self) -> bool {
+        self.inheritable
+    }
+
     fn take(&self) -> Violations {
         let records = std::mem::take(&mut *self.lock());
         if records.list.is_empty() && records.dropped == 0 {
@@ -200,8 +230,50 @@ impl ScopeShared {
     /// Runs `f` as one poll inside this scope, timing it.
     #[inline(always)]
     pub(crate) fn poll<R>(&self, site: Option<&'static Location<'static>>, f: impl FnOnce() -> R) -> R {
-        let _timer = PollTimer { start: self.ticks.now(), scope: self, site, entered: thread::enter(self) };
+        let start = self.ticks.now();
+        let _timer = PollTimer { entered: thread::enter(self, start), start, scope: self, site };
         f()
+    }
+
+    /// A raw timestamp for the start of a poll.
+    #[inline(always)]
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    pub(crate) fn now(&self) -> u64 {
+        self.ticks.now()
+    }
+
+    /// Ends a poll that started at `start`: a slow one (not counting time already reported or allowed since
+    /// `excluded_at_entry`) is recorded as a `slow_poll` with `site` as its call site.
+    #[inline(always)]
+    pub(crate) fn end_poll(&self, start: u64, excluded_at_entry: u64, site: Option<&'static Location<'static>>) {
+        let end = self.ticks.now();
+        if end.wrapping_sub(start) >= self.threshold_ticks {
+            self.slow_poll(start, end, excluded_at_entry, site);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn slow_poll(&self, start: u64, end: u64, excluded_at_entry: u64, site: Option<&'static Location<'static>>) {
+        let ns = self.ticks.delta_ns(start, end);
+        // Time already reported as blocking calls (or allowed) is not reported again as a slow poll.
+        let mut busy = ns.saturating_sub(thread::excluded_since(excluded_at_entry));
+        // Time the OS kept the thread off the CPU (preempted) is not the poll's doing.
+        if busy >= self.threshold_ns
+            && let Some(on_cpu) =
+                thread::current_slot().and_then(|slot| thread::suspended(|_| slot.on_cpu_ns(start, end)))
+        {
+            busy = busy.min(on_cpu);
+        }
+        if busy < self.threshold_ns {
+            return;
+        }
+        thread::suspended(|_| {
+            let samples = thread::current_slot().map(crate::sampler::Slot::take_samples).unwrap_or_default();
+            self.record_slow_poll(Duration::from_nanos(busy), site, samples);
+        });
+        // The outer poll, if any, leaves out what this one reported.
+        thread::exclude(busy);
     }
 
     /// Records a blocking call; called by the interposer with detection suspended.
@@ -231,14 +303,16 @@ impl ScopeShared {
                 detail,
                 stack: *stack,
                 site: None,
+                samples: Vec::new(),
                 thread_id: intercept::thread_id(),
                 thread_name: std::thread::current().name().map(str::to_owned),
                 timestamp: SystemTime::now(),
+                task: thread::current_task(),
             },
         );
     }
 
-    fn record_slow_poll(&self, busy: Duration, site: Option<&'static Location<'static>>) {
+    fn record_slow_poll(&self, busy: Duration, site: Option<&'static Location<'static>>, samples: Vec<RawStack>) {
         let mut detail = Detail::new();
         let _ = std::fmt::Write::write_fmt(
             &mut detail,
@@ -252,9 +326,11 @@ impl ScopeShared {
             detail,
             stack: RawStack::EMPTY,
             site,
+            samples,
             thread_id: intercept::thread_id(),
             thread_name: std::thread::current().name().map(str::to_owned),
             timestamp: SystemTime::now(),
+            task: thread::current_task(),
         };
         let mut records = self.lock();
         self.push(&mut records, raw);
@@ -281,25 +357,6 @@ struct PollTimer<'a> {
 impl Drop for PollTimer<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        let end = self.scope.ticks.now();
-        if end.wrapping_sub(self.start) >= self.scope.threshold_ticks {
-            self.slow(end);
-        }
-    }
-}
-
-impl PollTimer<'_> {
-    #[cold]
-    #[inline(never)]
-    fn slow(&self, end: u64) {
-        let ns = self.scope.ticks.delta_ns(self.start, end);
-        // Time already reported as blocking calls (or allowed) is not reported again as a slow poll.
-        let busy = ns.saturating_sub(self.entered.excluded_ns());
-        if busy < self.scope.threshold_ns {
-            return;
-        }
-        thread::suspended(|_| self.scope.record_slow_poll(Duration::from_nanos(busy), self.site));
-        // The outer poll, if any, leaves out what this one reported.
-        thread::exclude(busy);
+        self.scope.end_poll(self.start, self.entered.excluded_at_entry(), self.site);
     }
 }

@@ -7,8 +7,9 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use crate::catalogue::Category;
 use crate::config::Config;
+use crate::intercept::RawStack;
 use crate::scope::RawViolation;
-use crate::violation::{self, CallSite, Frame, Level, Origin, Paths, SourceLocation, Violation};
+use crate::violation::{self, CallSite, Frame, Level, Origin, Paths, Selection, SourceLocation, Violation};
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
 
@@ -68,19 +69,28 @@ pub(crate) fn resolve(raws: Vec<RawViolation>, config: &Config, scope_id: u64) -
 
 fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Violation> {
     let root = workspace_root();
-    let frames: Vec<Frame> = raw.stack.ips().iter().flat_map(|ip| frames_at(*ip).to_vec()).collect();
+    let frames = frames_of(&raw.stack);
     if allowed(&frames, raw.event.category, config) {
         return None;
     }
-    let selection = violation::select(&frames, &PATHS, root);
-    // A slow poll has no blocking call to point at; its site is where the future was instrumented.
-    let call_site = match raw.site {
-        Some(loc) => CallSite::Source(SourceLocation {
+    let mut detail = raw.detail.as_str().to_owned();
+    let mut selection = violation::select(&frames, &PATHS, root);
+    // A slow poll has no blocking call to point at: its site is the hottest user frame of the watchdog's stack
+    // samples, else where the future was instrumented (or the task spawned).
+    if !raw.samples.is_empty() {
+        let hot = hottest(&raw.samples, config);
+        if hot.call_site.location().is_some() {
+            detail.push_str(&format!("; hottest frame of {} stack samples", raw.samples.len()));
+            selection = hot;
+        }
+    }
+    let call_site = match (raw.site, selection.call_site.location()) {
+        (Some(loc), None) => CallSite::Source(SourceLocation {
             file: violation::relative(loc.file(), root),
             line: loc.line(),
             column: Some(loc.column()),
         }),
-        None => selection.call_site,
+        _ => selection.call_site,
     };
     Some(Violation {
         event: raw.event.name,
@@ -89,16 +99,50 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
         level: Level::of(raw.weight.value()),
         duration: raw.duration,
         count: raw.count,
-        detail: raw.detail.as_str().to_owned(),
+        detail,
         call_site,
         blocking_api: selection.blocking_api,
         blocking_api_crate: selection.blocking_api_crate,
         stack: selection.stack,
+        task: raw.task.map(|t| crate::report::run::TaskContext {
+            id: t.id.to_string().parse().ok(),
+            spawned_at: Some(t.spawned_at.to_string()),
+        }),
         scope_id,
         thread_id: raw.thread_id,
         thread_name: raw.thread_name,
         timestamp: raw.timestamp,
     })
+}
+
+fn frames_of(stack: &RawStack) -> Vec<Frame> {
+    stack.ips().iter().flat_map(|ip| frames_at(*ip).to_vec()).collect()
+}
+
+/// The call site most stack samples agree on (the first among equals), with that sample's stack; `Unknown` when no
+/// sample reaches user code.
+pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
+    let root = workspace_root();
+    let mut tally: Vec<(Selection, usize)> = Vec::new();
+    for sample in samples {
+        let frames = frames_of(sample);
+        if allowed(&frames, crate::catalogue::Category::SlowPoll, config) {
+            continue;
+        }
+        let sel = violation::select(&frames, &PATHS, root);
+        if sel.call_site.location().is_none() {
+            continue;
+        }
+        match tally.iter_mut().find(|(s, _)| s.call_site == sel.call_site) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((sel, 1)),
+        }
+    }
+    let best = tally.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    tally.into_iter().find(|(_, n)| *n == best && best > 0).map_or(
+        Selection { call_site: CallSite::Unknown, blocking_api: None, blocking_api_crate: None, stack: Vec::new() },
+        |(s, _)| s,
+    )
 }
 
 /// True when blocking is allowed here: a frame matches the allowlist (BlockHound's `allowBlockingCallsInside`),

@@ -240,6 +240,8 @@ pub struct Violation {
     pub blocking_api_crate: Option<String>,
     /// The stack from the blocking API down to the poll of the scope, trimmed of blockcop's and libc's frames.
     pub stack: Vec<Frame>,
+    /// The tokio task that was being polled, when a runtime hook began the poll (see [`crate::runtime`]).
+    pub task: Option<crate::report::run::TaskContext>,
     /// The id of the scope the violation was recorded in.
     pub scope_id: u64,
     /// The OS thread id (`gettid`) of the thread that blocked.
@@ -379,7 +381,7 @@ pub(crate) fn classify(frame: &Frame, paths: &Paths) -> Origin {
     if file.starts_with("/rustc/") || file.contains("/rustlib/src/rust/library/") {
         Origin::Std
     } else if let Some(rest) = file.strip_prefix(&paths.blockcop_src) {
-        if rest.starts_with("intercept/") { Origin::Hook } else { Origin::Blockcop }
+        if rest.starts_with("intercept/") || rest.starts_with("sampler/") { Origin::Hook } else { Origin::Blockcop }
     } else if file.contains("/.cargo/registry/")
         || file.contains("/.cargo/git/")
         || paths.cargo_home.as_deref().is_some_and(|home| {
@@ -650,6 +652,7 @@ mod tests {
             blocking_api: None,
             blocking_api_crate: None,
             stack: vec![],
+            task: None,
             scope_id: 1,
             thread_id: 1,
             thread_name: None,

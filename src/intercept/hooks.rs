@@ -86,9 +86,16 @@ fn intercept_in_scope<R>(
         let Some(detail) = catch_unwind(AssertUnwindSafe(check)).ok().flatten() else {
             return call();
         };
+        let slot = thread::current_slot();
+        if let Some(slot) = slot {
+            slot.set_in_call(true);
+        }
         let start = clock::now();
         let ret = call();
         let end = clock::now();
+        if let Some(slot) = slot {
+            slot.set_in_call(false);
+        }
         let saved = errno();
         if !keep(&ret) {
             return ret;

@@ -10,4 +10,5 @@ mod summary;
 mod text;
 
 pub use summary::{Group, Summary};
+pub(crate) use text::format_duration;
 pub use text::{Style, TextRenderer};

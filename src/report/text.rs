@@ -220,6 +220,7 @@ mod tests {
             blocking_api: Some("std::thread::functions::sleep".into()),
             blocking_api_crate: Some("std".into()),
             stack: vec![],
+            task: None,
             scope_id: 7,
             thread_id: 1,
             thread_name: None,

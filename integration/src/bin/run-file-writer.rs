@@ -20,7 +20,8 @@ fn main() {
                         let scope = Scope::new(&config);
                         scope.in_scope(|| std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0));
                         if i % 2 == 0 {
-                            assert_eq!(scope.take_violations().list.len(), 1);
+                            // A preempted thread may add a slow poll; the stat is always there.
+                            assert!(scope.take_violations().iter().any(|v| v.event == "statx"));
                         }
                     }
                 })

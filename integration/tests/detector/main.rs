@@ -205,6 +205,16 @@ fn lock_wait(flavor: Flavor) {
     assert_eq!(hit.category, Category::LockWait);
 }
 
+/// The expected call site of a slow poll of `hash_inline`: the hot loop's line, found by the watchdog's stack
+/// samples; without sampling (other platforms), where the future was instrumented.
+fn slow_poll_site(instrumented_at: u32) -> (&'static str, u32) {
+    if blockcop::sampling_active() {
+        (SCENARIOS, support::marked_line("fold", "slow_poll"))
+    } else {
+        ("integration/tests/detector/main.rs", instrumented_at)
+    }
+}
+
 fn slow_poll_moderate(flavor: Flavor) {
     let scope = Scope::new(&enabled());
     let line = line!() + 1;
@@ -215,9 +225,10 @@ fn slow_poll_moderate(flavor: Flavor) {
     let hit = &v.list[0];
     assert_eq!(hit.event, "slow_poll");
     assert_eq!(hit.level, Level::Medium);
-    assert!(hit.duration >= Duration::from_millis(40), "{hit}");
+    // The time on the CPU: the 40 ms loop, less what the OS scheduler took.
+    assert!(hit.duration >= Duration::from_millis(20) && hit.duration < Duration::from_millis(100), "{hit}");
     let site = hit.call_site.location().expect("site");
-    assert_eq!((site.file.as_str(), site.line), ("integration/tests/detector/main.rs", line));
+    assert_eq!((site.file.as_str(), site.line), slow_poll_site(line), "{hit}");
 }
 
 fn slow_poll_heavy(flavor: Flavor) {
@@ -228,7 +239,9 @@ fn slow_poll_heavy(flavor: Flavor) {
     let v = scope.take_violations();
     let hit = v.first().expect("a slow poll");
     assert_eq!((hit.event, hit.level), ("slow_poll", Level::High));
-    assert_eq!(hit.call_site.location().map(|s| s.line), Some(line));
+    let site = hit.call_site.location().expect("site");
+    assert_eq!((site.file.as_str(), site.line), slow_poll_site(line), "{hit}");
+    assert!(hit.detail.contains("stack samples"), "{hit}");
 }
 
 fn tokio_sleep_is_clean(flavor: Flavor) {

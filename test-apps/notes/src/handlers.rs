@@ -55,7 +55,7 @@ fn render(template: &str, note: &Note) -> String {
 pub fn hash_password(user: &str, password: &str, rounds: u32) -> String {
     let mut digest = Sha256::digest(format!("{user}:{password}").as_bytes());
     for _ in 0..rounds {
-        digest = Sha256::digest(digest);
+        digest = Sha256::digest(digest); // blocks: slow_poll
     }
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

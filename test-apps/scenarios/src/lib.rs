@@ -135,9 +135,7 @@ pub async fn hash_inline(budget: Duration) -> u64 {
     let start = std::time::Instant::now();
     let mut h = 0xcbf2_9ce4_8422_2325_u64;
     while start.elapsed() < budget {
-        for i in 0..1000u64 {
-            h = (h ^ i).wrapping_mul(0x100_0000_01b3);
-        }
+        h = (0..2000u64).fold(h, |h, i| (h ^ i).wrapping_mul(0x100_0000_01b3)); // blocks: slow_poll
     }
     h
 }

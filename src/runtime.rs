@@ -1,0 +1,297 @@
+//! Whole-runtime coverage: every task poll of a runtime is a scope, through tokio's task hooks.
+//!
+//! ```no_run
+//! let mut builder = tokio::runtime::Builder::new_multi_thread();
+//! builder.enable_all();
+//! blockcop::runtime::install(&mut builder).expect("built with --cfg tokio_unstable");
+//! let rt = builder.build().unwrap();
+//! ```
+//!
+//! tokio's `on_before_task_poll` / `on_after_task_poll` / `on_task_spawn` / `on_task_terminate` exist only with
+//! `--cfg tokio_unstable`; without it [`install`] returns [`HooksUnavailable`], whose message gives the exact
+//! `RUSTFLAGS` to set. The hooks do not fire for `block_on` bodies (so not for `#[tokio::main]` /
+//! `#[tokio::test]` bodies: see [`crate::test`]) nor for `LocalSet::spawn_local` tasks.
+//!
+//! - Each worker thread polls its tasks inside a scope of its own; violations carry the task id and its spawn
+//!   location (`TaskMeta::spawned_at`), which is also a slow poll's call site. These scopes are drained into the run
+//!   file and `tracing` events (target `blockcop`) in the background and at exit.
+//! - A task spawned while a request (or any other scope) is being handled inherits that scope: the request's
+//!   header counts what the task does while the request is served, and what it does later still reaches the run
+//!   file under that request when the task ends.
+//! - tokio keeps one callback per hook; [`Hooks`] chains your own in front of blockcop's.
+
+#[cfg(tokio_unstable)]
+use std::collections::HashMap;
+#[cfg(tokio_unstable)]
+use std::sync::Arc;
+#[cfg(tokio_unstable)]
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::config::Config;
+use crate::scope::Scope;
+
+/// tokio's task hooks are missing: the build lacks `--cfg tokio_unstable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "blockcop::runtime needs tokio's task hooks, which exist only with `--cfg tokio_unstable`: build with \
+     RUSTFLAGS=\"--cfg tokio_unstable\" (or put `rustflags = [\"--cfg\", \"tokio_unstable\"]` under [build] in \
+     .cargo/config.toml)"
+)]
+#[non_exhaustive]
+pub struct HooksUnavailable;
+
+/// Whether this build has tokio's task hooks (`--cfg tokio_unstable`).
+pub const fn hooks_available() -> bool {
+    cfg!(tokio_unstable)
+}
+
+#[cfg(tokio_unstable)]
+type UserHook = Arc<dyn Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync>;
+
+/// blockcop's task hooks, with your own chained in front; [`install`](Hooks::install) puts them on a builder.
+#[derive(Clone)]
+#[must_use]
+pub struct Hooks {
+    config: Config,
+    #[cfg(tokio_unstable)]
+    user: [Option<UserHook>; 4],
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+#[cfg(tokio_unstable)]
+const SPAWN: usize = 0;
+#[cfg(tokio_unstable)]
+const BEFORE: usize = 1;
+#[cfg(tokio_unstable)]
+const AFTER: usize = 2;
+#[cfg(tokio_unstable)]
+const TERMINATE: usize = 3;
+
+impl Hooks {
+    /// Hooks judging by `config`. When it is disabled, installing them installs only your own hooks.
+    pub fn new(config: &Config) -> Hooks {
+        Hooks {
+            config: config.clone(),
+            #[cfg(tokio_unstable)]
+            user: [None, None, None, None],
+        }
+    }
+
+    /// Runs `f` on every task spawn, before blockcop's own hook.
+    #[cfg(tokio_unstable)]
+    pub fn on_task_spawn(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.user[SPAWN] = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` before every task poll, before blockcop's own hook.
+    #[cfg(tokio_unstable)]
+    pub fn on_before_task_poll(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.user[BEFORE] = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` after every task poll, after blockcop's own hook.
+    #[cfg(tokio_unstable)]
+    pub fn on_after_task_poll(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.user[AFTER] = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` when a task terminates, before blockcop's own hook.
+    #[cfg(tokio_unstable)]
+    pub fn on_task_terminate(mut self, f: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.user[TERMINATE] = Some(Arc::new(f));
+        self
+    }
+
+    /// Installs the hooks on `builder`, replacing any it had (tokio keeps one callback per hook: chain yours with
+    /// the methods above).
+    ///
+    /// # Errors
+    ///
+    /// [`HooksUnavailable`] without `--cfg tokio_unstable`.
+    pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<(), HooksUnavailable> {
+        #[cfg(tokio_unstable)]
+        {
+            hooks::install(self, builder);
+            Ok(())
+        }
+        #[cfg(not(tokio_unstable))]
+        {
+            let _ = (self, builder);
+            Err(HooksUnavailable)
+        }
+    }
+}
+
+/// Installs blockcop's hooks, judging by the process-wide configuration ([`Config::global`]).
+///
+/// # Errors
+///
+/// [`HooksUnavailable`] without `--cfg tokio_unstable`.
+///
+/// # Panics
+///
+/// As [`Config::global`], on a malformed `BLOCKCOP_*` variable.
+pub fn install(builder: &mut tokio::runtime::Builder) -> Result<(), HooksUnavailable> {
+    Hooks::new(Config::global()).install(builder)
+}
+
+/// A multi-thread runtime builder (`enable_all`) with blockcop's hooks installed.
+///
+/// # Panics
+///
+/// Without `--cfg tokio_unstable`, with the message of [`HooksUnavailable`] (the exact `RUSTFLAGS` to set).
+pub fn new_multi_thread() -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let Err(e) = install(&mut b) {
+        panic!("{e}");
+    }
+    b
+}
+
+/// Scopes of worker threads, drained in the background and at exit.
+static THREAD_SCOPES: Mutex<Vec<Scope>> = Mutex::new(Vec::new());
+
+/// Takes what the runtime hooks' per-thread scopes recorded: into the run file, and as `tracing` events. Runs
+/// periodically on blockcop's watchdog thread and at exit; call it to see task violations sooner.
+pub fn drain() -> usize {
+    let scopes: Vec<Scope> = THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut n = 0;
+    for scope in scopes {
+        let v = scope.take_violations();
+        n += v.list.len();
+        for x in &v {
+            let task = x.task.as_ref();
+            let id = task.and_then(|t| t.id).unwrap_or(0);
+            let spawned_at = task.and_then(|t| t.spawned_at.as_deref()).unwrap_or("");
+            if x.level >= crate::Level::Medium {
+                tracing::warn!(target: "blockcop", event = x.event, weight = x.weight.value(), level = x.level.as_str(),
+                    call_site = %x.call_site, task.id = id, task.spawned_at = spawned_at,
+                    "blocking call in task {id} spawned at {spawned_at}: {} at {}", x.event, x.call_site);
+            } else {
+                tracing::debug!(target: "blockcop", event = x.event, weight = x.weight.value(), level = x.level.as_str(),
+                    call_site = %x.call_site, task.id = id, task.spawned_at = spawned_at,
+                    "blocking call in task {id} spawned at {spawned_at}: {} at {}", x.event, x.call_site);
+            }
+        }
+    }
+    n
+}
+
+#[cfg(tokio_unstable)]
+mod hooks {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::intercept::thread::{self, TaskTag};
+
+    /// State shared by one installation's hooks.
+    struct Installed {
+        config: Config,
+        /// Tasks spawned inside a scope, with the scope they inherit.
+        inherited: Mutex<HashMap<tokio::task::Id, Scope>>,
+        inherited_len: AtomicUsize,
+    }
+
+    thread_local! {
+        /// This worker thread's own scope, for tasks that inherit none.
+        static OWN: RefCell<Option<(usize, Scope)>> = const { RefCell::new(None) };
+    }
+
+    fn own_scope(installed: &Arc<Installed>, f: impl FnOnce(&Scope)) {
+        let key = Arc::as_ptr(installed) as usize;
+        OWN.with(|own| {
+            let Ok(mut own) = own.try_borrow_mut() else { return };
+            if !own.as_ref().is_some_and(|(k, _)| *k == key) {
+                let scope = Scope::for_runtime(&installed.config);
+                THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner).push(scope.clone());
+                crate::sampler::ensure_watchdog(&installed.config);
+                *own = Some((key, scope));
+            }
+            if let Some((_, scope)) = own.as_ref() {
+                f(scope);
+            }
+        });
+    }
+
+    pub(super) fn install(hooks: Hooks, builder: &mut tokio::runtime::Builder) {
+        let Hooks { config, user } = hooks;
+        let [u_spawn, u_before, u_after, u_terminate] = user;
+        if !config.is_enabled() {
+            // Only the user's hooks, as if blockcop were not there.
+            if let Some(f) = u_spawn {
+                builder.on_task_spawn(move |m| f(m));
+            }
+            if let Some(f) = u_before {
+                builder.on_before_task_poll(move |m| f(m));
+            }
+            if let Some(f) = u_after {
+                builder.on_after_task_poll(move |m| f(m));
+            }
+            if let Some(f) = u_terminate {
+                builder.on_task_terminate(move |m| f(m));
+            }
+            return;
+        }
+        let installed =
+            Arc::new(Installed { config, inherited: Mutex::new(HashMap::new()), inherited_len: AtomicUsize::new(0) });
+        let i = installed.clone();
+        builder.on_task_spawn(move |meta| {
+            if let Some(f) = &u_spawn {
+                f(meta);
+            }
+            // Spawned while a request (or another inheritable scope) is being polled: the task belongs to it.
+            if let Some(scope) = thread::current_scope().filter(|s| s.inheritable()) {
+                let mut map = i.inherited.lock().unwrap_or_else(PoisonError::into_inner);
+                map.insert(meta.id(), Scope { shared: scope });
+                i.inherited_len.store(map.len(), Ordering::Relaxed);
+            }
+        });
+        let i = installed.clone();
+        builder.on_before_task_poll(move |meta| {
+            if let Some(f) = &u_before {
+                f(meta);
+            }
+            let task = Some(TaskTag { id: meta.id(), spawned_at: meta.spawned_at() });
+            if i.inherited_len.load(Ordering::Relaxed) > 0 {
+                let inherited = i.inherited.lock().unwrap_or_else(PoisonError::into_inner).get(&meta.id()).cloned();
+                if let Some(scope) = inherited {
+                    thread::begin_detached(&scope, task);
+                    return;
+                }
+            }
+            own_scope(&i, |scope| thread::begin_detached(scope, task));
+        });
+        builder.on_after_task_poll(move |meta| {
+            thread::end_detached();
+            if let Some(f) = &u_after {
+                f(meta);
+            }
+        });
+        let i = installed;
+        builder.on_task_terminate(move |meta| {
+            if let Some(f) = &u_terminate {
+                f(meta);
+            }
+            if i.inherited_len.load(Ordering::Relaxed) > 0 {
+                let removed = {
+                    let mut map = i.inherited.lock().unwrap_or_else(PoisonError::into_inner);
+                    let removed = map.remove(&meta.id());
+                    i.inherited_len.store(map.len(), Ordering::Relaxed);
+                    removed
+                };
+                // Dropping the last handle writes what the scope still holds to the run file.
+                drop(removed);
+            }
+        });
+    }
+}

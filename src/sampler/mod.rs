@@ -1,0 +1,523 @@
+//! The watchdog and the stack sampler.
+//!
+//! Every thread that polls inside a scope publishes its outermost poll in a [`Slot`]: the start tick and a
+//! generation number (two relaxed stores per poll). A watchdog thread, started on first use when blockcop is
+//! enabled, looks at the slots every few milliseconds:
+//!
+//! - a poll running past the slow-poll threshold has its stack sampled: the watchdog sends the thread `SIGURG`, and
+//!   the handler copies the instruction pointers into the slot's buffer, allocated up front (no allocation, no
+//!   lock, `errno` preserved). The samples go to the `slow_poll` violation recorded when the poll ends, whose call
+//!   site becomes the hottest user frame;
+//! - a poll still running after the stuck threshold (`BLOCKCOP_STUCK_MS`, by default 1000 ms) is reported at once
+//!   as a `stuck_poll` (a `tracing` error and a run-file record) with its stack and what the thread is doing
+//!   (`running`, or blocked in a syscall, read from `/proc/self/task/<tid>/syscall`), while it is still stuck;
+//! - every 100 ms it drains the runtime hooks' per-thread scopes ([`crate::runtime::drain`]).
+//!
+//! Signals must not disturb the program: the handler is installed with `SA_RESTART`, so most interrupted calls
+//! restart (std's `sleep`, `read`, futex waits carry on). Calls that never restart on Linux may return `EINTR` to
+//! code that checks for it: `poll`, `select`, `epoll_wait`, `nanosleep`/`usleep` called directly through libc, and
+//! calls with timeouts on sockets. If the program already has a `SIGURG` handler, blockcop leaves it alone and does
+//! not sample. On platforms other than Linux the watchdog still drains and reports stuck polls, without stacks.
+//!
+//! Together with the interposer, this is the only module with `unsafe` code.
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use crate::catalogue;
+use crate::clock;
+use crate::config::Config;
+use crate::intercept::{MAX_FRAMES, RawStack};
+use crate::report::run;
+
+/// How often the watchdog looks at the slots. 5 ms.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+/// One thread's published poll and its sampling handshake.
+pub(crate) struct Slot {
+    tid: AtomicI32,
+    name: Mutex<Option<String>>,
+    /// Raw tick at which the outermost poll in progress began; 0 when the thread is not polling.
+    poll_start: AtomicU64,
+    generation: AtomicU64,
+    /// The generation the watchdog asked a sample of (0: none asked).
+    requested: AtomicU64,
+    ready: AtomicBool,
+    sample_len: AtomicUsize,
+    sample: UnsafeCell<[usize; MAX_FRAMES]>,
+    /// Samples of the current generation, taken by the slow poll at its end.
+    samples: Mutex<(u64, Vec<RawStack>)>,
+    stuck_reported: AtomicU64,
+    free: AtomicBool,
+    /// The thread is inside a blocking call the interposer is recording: no need to sample it (the record has the
+    /// call site), and a signal would only interrupt the call.
+    in_call: AtomicBool,
+    /// When the watchdog first saw the current poll: its generation, the tick and the thread's CPU time then.
+    seen_generation: AtomicU64,
+    seen_tick: AtomicU64,
+    seen_cpu_ns: AtomicU64,
+}
+
+// SAFETY: every field but `sample` is a thread-safe type. `sample` is written only by the signal handler running
+// on the slot's own thread, and only while `requested` names the current generation and `ready` is false; the
+// watchdog reads it only after seeing `ready == true` (Acquire, paired with the handler's Release store) and makes
+// no new request until it has read it and cleared `ready`. So writes and reads never overlap.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            tid: AtomicI32::new(0),
+            name: Mutex::new(None),
+            poll_start: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            requested: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            sample_len: AtomicUsize::new(0),
+            sample: UnsafeCell::new([0; MAX_FRAMES]),
+            samples: Mutex::new((0, Vec::new())),
+            stuck_reported: AtomicU64::new(0),
+            free: AtomicBool::new(false),
+            in_call: AtomicBool::new(false),
+            seen_generation: AtomicU64::new(0),
+            seen_tick: AtomicU64::new(0),
+            seen_cpu_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes the start of a poll; returns true when it is the thread's outermost poll (the one published).
+    #[inline(always)]
+    pub(crate) fn begin(&self, start: u64) -> bool {
+        if self.poll_start.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        self.generation.store(self.generation.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.poll_start.store(start.max(1), Ordering::Release);
+        true
+    }
+
+    /// Marks the thread as inside (or out of) a recorded blocking call.
+    #[inline]
+    pub(crate) fn set_in_call(&self, on: bool) {
+        self.in_call.store(on, Ordering::Relaxed);
+    }
+
+    /// Publishes the end of the outermost poll.
+    #[inline(always)]
+    pub(crate) fn end(&self) {
+        self.poll_start.store(0, Ordering::Release);
+    }
+
+    /// How long the current poll (begun at raw tick `start`, ending now at `end`) kept the thread on a CPU, in ns:
+    /// the wall time until the watchdog first saw the poll, plus the thread's CPU time since. `None` when the
+    /// watchdog never saw this poll. A thread preempted by the OS is not stalling its tasks by its own doing, so a
+    /// slow poll counts this time, not the wall time.
+    pub(crate) fn on_cpu_ns(&self, start: u64, end: u64) -> Option<u64> {
+        if self.seen_generation.load(Ordering::Acquire) != self.generation.load(Ordering::Relaxed) {
+            return None;
+        }
+        let seen_tick = self.seen_tick.load(Ordering::Relaxed);
+        let seen_cpu = self.seen_cpu_ns.load(Ordering::Relaxed);
+        let cpu_now = own_cpu_ns()?;
+        let before_seen = clock::delta_ns(start, seen_tick.clamp(start, end));
+        Some(before_seen + cpu_now.saturating_sub(seen_cpu))
+    }
+
+    /// The samples the watchdog took of the current poll, leaving none behind.
+    pub(crate) fn take_samples(&self) -> Vec<RawStack> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut s = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.0 == generation { std::mem::take(&mut s.1) } else { Vec::new() }
+    }
+}
+
+static SLOTS: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
+
+/// Frees this thread's slot for reuse when the thread exits.
+struct SlotOwner(&'static Slot);
+
+impl Drop for SlotOwner {
+    fn drop(&mut self) {
+        self.0.poll_start.store(0, Ordering::Release);
+        self.0.free.store(true, Ordering::Release);
+    }
+}
+
+thread_local! {
+    static OWNER: std::cell::RefCell<Option<SlotOwner>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's slot, registering one (or reusing a freed one) on first use.
+#[cold]
+pub(crate) fn register_thread() -> Option<&'static Slot> {
+    OWNER
+        .try_with(|owner| {
+            let mut owner = owner.try_borrow_mut().ok()?;
+            if let Some(o) = owner.as_ref() {
+                return Some(o.0);
+            }
+            let slot = {
+                let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+                match slots.iter().find(|s| s.free.swap(false, Ordering::AcqRel)) {
+                    Some(reused) => *reused,
+                    None => {
+                        let fresh: &'static Slot = Box::leak(Box::new(Slot::new()));
+                        slots.push(fresh);
+                        fresh
+                    }
+                }
+            };
+            slot.tid.store(i32::try_from(crate::intercept::thread_id()).unwrap_or(0), Ordering::Relaxed);
+            *slot.name.lock().unwrap_or_else(PoisonError::into_inner) =
+                std::thread::current().name().map(str::to_owned);
+            *owner = Some(SlotOwner(slot));
+            Some(slot)
+        })
+        .ok()
+        .flatten()
+}
+
+/// What the watchdog judges by: the smallest thresholds of the enabled configurations seen.
+struct Settings {
+    slow_ns: AtomicU64,
+    stuck_ns: AtomicU64,
+}
+
+static SETTINGS: Settings = Settings { slow_ns: AtomicU64::new(u64::MAX), stuck_ns: AtomicU64::new(u64::MAX) };
+static WATCHDOG: OnceLock<()> = OnceLock::new();
+
+/// Starts the watchdog (once per process) and lowers its thresholds to `config`'s. Does nothing when `config` is
+/// disabled.
+pub(crate) fn ensure_watchdog(config: &Config) {
+    if !config.is_enabled() {
+        return;
+    }
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    SETTINGS.slow_ns.fetch_min(ns(config.slow_poll_threshold()), Ordering::Relaxed);
+    SETTINGS.stuck_ns.fetch_min(ns(config.stuck_poll_threshold()), Ordering::Relaxed);
+    WATCHDOG.get_or_init(|| {
+        crate::allow_blocking(|| {
+            let sampling = install_handler();
+            let spawned = std::thread::Builder::new()
+                .name("blockcop-watchdog".into())
+                .spawn(move || crate::allow_blocking(|| watchdog(sampling)));
+            if let Err(e) = spawned {
+                eprintln!("blockcop: cannot start the watchdog thread: {e}; no stuck-poll reports or stack samples");
+            }
+        });
+    });
+}
+
+/// Whether the sampling signal handler is installed (the watchdog samples stacks).
+pub fn sampling_active() -> bool {
+    HANDLER_INSTALLED.load(Ordering::Relaxed)
+}
+
+static HANDLER_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+const SAMPLE_SIGNAL: libc::c_int = libc::SIGURG;
+
+/// Installs the `SIGURG` handler unless the program has one; returns whether sampling is on.
+fn install_handler() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // The unwinder sets itself up on first use (it reads the program headers and caches them); do that here,
+        // never inside a handler.
+        let _ = RawStack::capture();
+        // SAFETY: `sigaction` with a null new action only reads the current one into `old`, which is zeroed memory
+        // of the right type.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sigaction(SAMPLE_SIGNAL, std::ptr::null(), &mut old) } != 0 {
+            return false;
+        }
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            eprintln!("blockcop: SIGURG already has a handler; stack sampling of slow polls is off");
+            return false;
+        }
+        // SAFETY: a zeroed sigaction is valid; we fill in the handler, flags and an empty mask, then install it.
+        // The handler is async-signal-safe (see `on_signal`).
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_signal as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            if libc::sigaction(SAMPLE_SIGNAL, &act, std::ptr::null_mut()) != 0 {
+                return false;
+            }
+        }
+        HANDLER_INSTALLED.store(true, Ordering::Relaxed);
+        true
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// The sampling signal handler: copies the interrupted thread's return addresses into its slot. It allocates
+/// nothing, takes no lock, never unwinds, and restores `errno`.
+#[cfg(target_os = "linux")]
+extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let saved = unsafe { *libc::__errno_location() };
+    if let Some(slot) = crate::intercept::thread::current_slot() {
+        let generation = slot.generation.load(Ordering::Relaxed);
+        if slot.requested.load(Ordering::Acquire) == generation
+            && slot.poll_start.load(Ordering::Relaxed) != 0
+            && !slot.ready.load(Ordering::Relaxed)
+        {
+            let mut n = 0;
+            // SAFETY: see `unsafe impl Sync for Slot`: only this handler writes the buffer, and only now. The
+            // unsynchronized trace avoids backtrace's lock, which the interrupted thread could be holding; the
+            // unwinder was set up at install time.
+            unsafe {
+                let buf = &mut *slot.sample.get();
+                backtrace::trace_unsynchronized(|frame| {
+                    buf[n] = frame.ip() as usize;
+                    n += 1;
+                    n < MAX_FRAMES
+                });
+            }
+            slot.sample_len.store(n, Ordering::Relaxed);
+            slot.ready.store(true, Ordering::Release);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+/// The calling thread's CPU time in ns.
+fn own_cpu_ns() -> Option<u64> {
+    cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// Thread `tid`'s CPU time in ns (Linux): the kernel's per-thread CPU clock id for a tid, as glibc's
+/// `pthread_getcpuclockid` computes it, without touching the thread's `pthread` struct (which may be gone).
+fn thread_cpu_ns(tid: i32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        const CPUCLOCK_PERTHREAD_SCHED: libc::clockid_t = 4 | 2;
+        cpu_ns((!tid << 3) | CPUCLOCK_PERTHREAD_SCHED)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        None
+    }
+}
+
+fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which we own; an invalid clock id (a thread that is gone) is an
+    // error return, not undefined behaviour.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
+}
+
+/// Sends the sampling signal to thread `tid` of this process.
+#[cfg(target_os = "linux")]
+fn signal_thread(tid: i32) -> bool {
+    // SAFETY: tgkill only delivers a signal; our own process id and a thread id from a live slot.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SAMPLE_SIGNAL) == 0 }
+}
+
+/// What the thread of a stuck poll is doing: `running`, or `blocked in syscall N (name)`.
+fn thread_state(tid: i32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
+    let first = text.split_whitespace().next().unwrap_or("");
+    match first.parse::<i64>() {
+        Ok(n) => format!("blocked in syscall {n}{}", syscall_name(n).map(|s| format!(" ({s})")).unwrap_or_default()),
+        Err(_) if first == "running" => "running".to_owned(),
+        Err(_) => "in an unknown state".to_owned(),
+    }
+}
+
+fn syscall_name(n: i64) -> Option<&'static str> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        Some(match n {
+            0 => "read",
+            1 => "write",
+            7 => "poll",
+            23 => "select",
+            35 => "nanosleep",
+            42 => "connect",
+            43 => "accept",
+            61 => "wait4",
+            202 => "futex",
+            230 => "clock_nanosleep",
+            232 => "epoll_wait",
+            _ => return None,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = n;
+        None
+    }
+}
+
+/// The watchdog's view of one slot across ticks.
+#[derive(Default)]
+struct Watch {
+    generation: u64,
+}
+
+fn watchdog(sampling: bool) {
+    let mut watches: HashMap<usize, Watch> = HashMap::new();
+    let mut since_drain = Duration::ZERO;
+    loop {
+        std::thread::sleep(TICK);
+        since_drain += TICK;
+        if since_drain >= Duration::from_millis(100) {
+            since_drain = Duration::ZERO;
+            crate::runtime::drain();
+        }
+        let slow_ns = SETTINGS.slow_ns.load(Ordering::Relaxed);
+        let stuck_ns = SETTINGS.stuck_ns.load(Ordering::Relaxed);
+        let slots: Vec<&'static Slot> = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let now = clock::now();
+        for slot in slots {
+            let start = slot.poll_start.load(Ordering::Acquire);
+            if start == 0 {
+                continue;
+            }
+            let generation = slot.generation.load(Ordering::Relaxed);
+            let tid = slot.tid.load(Ordering::Relaxed);
+            if slot.seen_generation.load(Ordering::Relaxed) != generation
+                && let Some(cpu) = thread_cpu_ns(tid)
+            {
+                slot.seen_tick.store(clock::now(), Ordering::Relaxed);
+                slot.seen_cpu_ns.store(cpu, Ordering::Relaxed);
+                slot.seen_generation.store(generation, Ordering::Release);
+            }
+            let elapsed = clock::delta_ns(start, now);
+            if elapsed < slow_ns {
+                continue;
+            }
+            let watch = watches.entry(std::ptr::from_ref(slot) as usize).or_default();
+            if watch.generation != generation {
+                watch.generation = generation;
+            }
+            collect(slot, generation);
+            let stuck = elapsed >= stuck_ns && slot.stuck_reported.load(Ordering::Acquire) != generation;
+            // A thread inside a recorded blocking call is not sampled (its record has the call site, and the
+            // signal would interrupt the call), except once when its poll is stuck, for the report's stack.
+            let wanted = stuck || !slot.in_call.load(Ordering::Relaxed);
+            #[cfg(target_os = "linux")]
+            if sampling && wanted && !slot.ready.load(Ordering::Acquire) {
+                slot.requested.store(generation, Ordering::Release);
+                signal_thread(slot.tid.load(Ordering::Relaxed));
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = (sampling, wanted);
+            if stuck && slot.stuck_reported.swap(generation, Ordering::AcqRel) != generation {
+                report_stuck(slot, generation, Duration::from_nanos(elapsed));
+            }
+        }
+    }
+}
+
+/// Moves a ready sample from the slot's buffer into its sample list.
+fn collect(slot: &Slot, generation: u64) {
+    if !slot.ready.load(Ordering::Acquire) {
+        return;
+    }
+    let mut stack = RawStack::EMPTY;
+    let n = slot.sample_len.load(Ordering::Relaxed).min(MAX_FRAMES);
+    // SAFETY: `ready` is set, so the handler has finished writing and will not write again until it is cleared.
+    let sample: &[usize; MAX_FRAMES] = unsafe { &*slot.sample.get() };
+    stack.ips[..n].copy_from_slice(&sample[..n]);
+    stack.len = n;
+    let requested = slot.requested.load(Ordering::Relaxed);
+    slot.ready.store(false, Ordering::Release);
+    if requested != generation {
+        return;
+    }
+    let mut samples = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
+    if samples.0 != generation {
+        *samples = (generation, Vec::new());
+    }
+    // Enough to find the hottest frame; a poll stuck for minutes must not grow without bound.
+    if samples.1.len() < 512 {
+        samples.1.push(stack);
+    }
+}
+
+/// Reports a poll that is still running after the stuck threshold: a `tracing` error and a run-file record.
+fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
+    // Give the handler a moment to answer the request just sent, so the report has a stack.
+    std::thread::sleep(Duration::from_millis(2));
+    collect(slot, generation);
+    let samples: Vec<RawStack> = {
+        let s = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.0 == generation { s.1.clone() } else { Vec::new() }
+    };
+    let tid = slot.tid.load(Ordering::Relaxed);
+    let name = slot.name.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut detail = String::new();
+    let _ = write!(
+        detail,
+        "poll still running after {}; thread {} is {}",
+        crate::report::format_duration(elapsed),
+        name.as_deref().map_or_else(|| tid.to_string(), |n| format!("'{n}'")),
+        thread_state(tid)
+    );
+    let config = Config::global_or_default();
+    let hot = crate::symbolize::hottest(&samples, config);
+    let violation = crate::violation::Violation {
+        event: catalogue::STUCK_POLL.name,
+        category: catalogue::STUCK_POLL.category,
+        weight: crate::Weight::Heavy,
+        level: crate::Level::High,
+        duration: elapsed,
+        count: 1,
+        detail,
+        call_site: hot.call_site,
+        blocking_api: hot.blocking_api,
+        blocking_api_crate: hot.blocking_api_crate,
+        stack: hot.stack,
+        task: None,
+        scope_id: 0,
+        thread_id: u64::try_from(tid).unwrap_or(0),
+        thread_name: name.clone(),
+        timestamp: SystemTime::now(),
+    };
+    tracing::error!(
+        target: "blockcop",
+        event = violation.event,
+        weight = 50u32,
+        level = "high",
+        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        call_site = %violation.call_site,
+        thread = name.as_deref().unwrap_or(""),
+        detail = violation.detail.as_str(),
+        "stuck poll: {} at {}",
+        violation.detail,
+        violation.call_site,
+    );
+    let origin = run::Origin { test: name.filter(|n| !n.starts_with("tokio-runtime")), ..run::Origin::default() };
+    let list = crate::Violations { list: vec![violation], dropped: 0 };
+    run::append(&run::records(&list, &origin, 0));
+    if let Ok(mut reported) = STUCK.lock() {
+        if reported.len() >= 256 {
+            reported.remove(0);
+        }
+        reported.extend(list.list);
+    }
+}
+
+static STUCK: Mutex<Vec<crate::Violation>> = Mutex::new(Vec::new());
+
+/// The stuck polls reported so far in this process (the latest 256), with their stacks.
+pub fn stuck_polls() -> Vec<crate::Violation> {
+    STUCK.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
