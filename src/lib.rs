@@ -61,6 +61,8 @@ pub mod runtime;
 mod sampler;
 mod scope;
 mod symbolize;
+#[path = "test_body.rs"]
+pub mod test;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod violation;
@@ -76,7 +78,7 @@ pub use header::{
 };
 pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;
-pub use sampler::{sampling_active, stuck_polls};
+pub use sampler::{sampling_active, stress_sample, stuck_polls};
 pub use scope::Scope;
 pub use violation::{CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Violation, Violations, Weight};
 

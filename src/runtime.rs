@@ -161,14 +161,15 @@ pub fn new_multi_thread() -> tokio::runtime::Builder {
 /// Scopes of worker threads, drained in the background and at exit.
 static THREAD_SCOPES: Mutex<Vec<Scope>> = Mutex::new(Vec::new());
 
-/// Takes what the runtime hooks' per-thread scopes recorded: into the run file, and as `tracing` events. Runs
-/// periodically on blockcop's watchdog thread and at exit; call it to see task violations sooner.
-pub fn drain() -> usize {
+/// Takes what the runtime hooks' per-thread scopes recorded so far: into the run file and as `tracing` events
+/// (target `blockcop`), and returns them. Runs every 100 ms on blockcop's watchdog thread and at exit; call it to
+/// see task violations at once (each violation is returned by one call only).
+pub fn drain() -> crate::Violations {
     let scopes: Vec<Scope> = THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    let mut n = 0;
+    let mut all = crate::Violations::default();
     for scope in scopes {
         let v = scope.take_violations();
-        n += v.list.len();
+        all.dropped += v.dropped;
         for x in &v {
             let task = x.task.as_ref();
             let id = task.and_then(|t| t.id).unwrap_or(0);
@@ -183,8 +184,23 @@ pub fn drain() -> usize {
                     "blocking call in task {id} spawned at {spawned_at}: {} at {}", x.event, x.call_site);
             }
         }
+        all.list.extend(v.list);
     }
-    n
+    if !all.list.is_empty() {
+        let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+        let overflow = (recent.len() + all.list.len()).saturating_sub(RECENT_CAP).min(recent.len());
+        recent.drain(..overflow);
+        recent.extend(all.list.iter().cloned());
+    }
+    all
+}
+
+const RECENT_CAP: usize = 1024;
+static RECENT: Mutex<Vec<crate::Violation>> = Mutex::new(Vec::new());
+
+/// The latest task violations drained (by [`drain`], the watchdog or at exit), at most 1024, oldest first.
+pub fn recent() -> Vec<crate::Violation> {
+    RECENT.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 #[cfg(tokio_unstable)]

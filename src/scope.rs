@@ -101,6 +101,11 @@ impl Scope {
         Instrumented::new(future, Some(self.clone()), Some(Location::caller()))
     }
 
+    /// Like [`instrument`](Self::instrument), with `site` as a slow poll's fallback call site.
+    pub(crate) fn instrument_at<F: Future>(&self, future: F, site: &'static Location<'static>) -> Instrumented<F> {
+        Instrumented::new(future, Some(self.clone()), Some(site))
+    }
+
     /// Runs `f` inside this scope as if it were one poll: blocking calls are recorded and its duration is checked
     /// against the slow-poll threshold (a slow one is a `slow_poll` with the caller as its call site).
     #[track_caller]

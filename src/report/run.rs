@@ -310,6 +310,8 @@ pub fn flush(timeout: Duration) -> bool {
 }
 
 fn flush_at_exit() {
+    // The runtime hooks' per-thread scopes are drained every 100 ms; take the rest now.
+    crate::allow_blocking(crate::runtime::drain);
     flush(Duration::from_secs(2));
 }
 

@@ -230,6 +230,7 @@ fn install_handler() -> bool {
         // The unwinder sets itself up on first use (it reads the program headers and caches them); do that here,
         // never inside a handler.
         let _ = RawStack::capture();
+        find_unwinder();
         // SAFETY: `sigaction` with a null new action only reads the current one into `old`, which is zeroed memory
         // of the right type.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -260,10 +261,48 @@ fn install_handler() -> bool {
     }
 }
 
+/// Where the unwinder's own code (libgcc_s) is mapped. A thread interrupted inside it, while it unwinds a panic
+/// and switches stacks, has no unwind information valid at that instruction: such a sample is skipped, never taken.
+static UNWINDER: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+
+#[cfg(target_os = "linux")]
+fn find_unwinder() {
+    // SAFETY: dlsym with a NUL-terminated name; dladdr fills a zeroed Dl_info we own.
+    let (fname, base) = unsafe {
+        let sym = libc::dlsym(libc::RTLD_DEFAULT, c"_Unwind_RaiseException".as_ptr());
+        if sym.is_null() {
+            return;
+        }
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(sym, &mut info) == 0 || info.dli_fname.is_null() {
+            return;
+        }
+        (std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned(), info.dli_fbase as usize)
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let target = std::fs::canonicalize(&fname).ok();
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(path)) = (parts.next(), parts.nth(4)) else { continue };
+        let same = std::fs::canonicalize(path).ok() == target && target.is_some();
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
+        if same || (a <= base && base < b) {
+            lo = lo.min(a);
+            hi = hi.max(b);
+        }
+    }
+    if lo < hi {
+        UNWINDER.0.store(lo, Ordering::Relaxed);
+        UNWINDER.1.store(hi, Ordering::Relaxed);
+    }
+}
+
 /// The sampling signal handler: copies the interrupted thread's return addresses into its slot. It allocates
 /// nothing, takes no lock, never unwinds, and restores `errno`.
 #[cfg(target_os = "linux")]
-extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: __errno_location returns this thread's errno slot.
     let saved = unsafe { *libc::__errno_location() };
     if let Some(slot) = crate::intercept::thread::current_slot() {
@@ -272,6 +311,14 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, _ctx: *m
             && slot.poll_start.load(Ordering::Relaxed) != 0
             && !slot.ready.load(Ordering::Relaxed)
         {
+            if interrupted_in_unwinder(ctx) {
+                // Answer with an empty sample, so the watchdog does not wait for one.
+                slot.sample_len.store(0, Ordering::Relaxed);
+                slot.ready.store(true, Ordering::Release);
+                // SAFETY: as above.
+                unsafe { *libc::__errno_location() = saved };
+                return;
+            }
             let mut n = 0;
             // SAFETY: see `unsafe impl Sync for Slot`: only this handler writes the buffer, and only now. The
             // unsynchronized trace avoids backtrace's lock, which the interrupted thread could be holding; the
@@ -320,6 +367,24 @@ fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
         return None;
     }
     Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
+}
+
+/// Whether the interrupted instruction lies in the unwinder's code (see [`UNWINDER`]).
+#[cfg(target_os = "linux")]
+fn interrupted_in_unwinder(ctx: *mut libc::c_void) -> bool {
+    let (lo, hi) = (UNWINDER.0.load(Ordering::Relaxed), UNWINDER.1.load(Ordering::Relaxed));
+    if ctx.is_null() || lo >= hi {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t as the third argument.
+    let pc = unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] as usize };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above.
+    let pc = unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.pc as usize };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let pc = 0usize;
+    (lo..hi).contains(&pc)
 }
 
 /// Sends the sampling signal to thread `tid` of this process.
@@ -439,7 +504,7 @@ fn collect(slot: &Slot, generation: u64) {
     stack.len = n;
     let requested = slot.requested.load(Ordering::Relaxed);
     slot.ready.store(false, Ordering::Release);
-    if requested != generation {
+    if requested != generation || n == 0 {
         return;
     }
     let mut samples = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
@@ -516,6 +581,46 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
 }
 
 static STUCK: Mutex<Vec<crate::Violation>> = Mutex::new(Vec::new());
+
+/// Samples every thread that is polling inside a scope, as fast as the signal round trip allows, until `target`
+/// samples were taken or `timeout` passed; returns how many were taken. For the signal-safety stress test.
+#[doc(hidden)]
+pub fn stress_sample(target: usize, timeout: Duration) -> usize {
+    if !HANDLER_INSTALLED.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut taken = 0;
+    // Pipelined: a thread is asked again as soon as its last answer was collected (or after 20 ms unanswered).
+    let mut asked_at: HashMap<usize, std::time::Instant> = HashMap::new();
+    while taken < target && std::time::Instant::now() < deadline {
+        let slots: Vec<&'static Slot> = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for slot in slots {
+            if slot.poll_start.load(Ordering::Acquire) == 0 || slot.free.load(Ordering::Acquire) {
+                continue;
+            }
+            let key = std::ptr::from_ref(slot) as usize;
+            let generation = slot.generation.load(Ordering::Relaxed);
+            if slot.ready.load(Ordering::Acquire) {
+                if slot.sample_len.load(Ordering::Relaxed) > 0 {
+                    taken += 1;
+                }
+                collect(slot, generation);
+                slot.samples.lock().unwrap_or_else(PoisonError::into_inner).1.clear();
+                asked_at.remove(&key);
+            }
+            let stale = asked_at.get(&key).is_none_or(|t| t.elapsed() > Duration::from_millis(20));
+            if stale {
+                slot.requested.store(generation, Ordering::Release);
+                #[cfg(target_os = "linux")]
+                signal_thread(slot.tid.load(Ordering::Relaxed));
+                asked_at.insert(key, std::time::Instant::now());
+            }
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    taken
+}
 
 /// The stuck polls reported so far in this process (the latest 256), with their stacks.
 pub fn stuck_polls() -> Vec<crate::Violation> {

@@ -1,0 +1,124 @@
+//! The watchdog and the stack sampler: a stuck poll is reported while it is still stuck, with its stack; sampling
+//! signals do not disturb busy, sleeping, allocating or unwinding threads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blockcop::{Config, Scope};
+
+const STUCK: Duration = Duration::from_millis(300);
+
+/// The two tests sample the same process-wide slots: they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn config() -> Config {
+    Config::builder().enabled(true).stuck_poll_threshold(STUCK).build()
+}
+
+#[test]
+fn deadlocked_poll_is_reported_while_stuck() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !blockcop::sampling_active() && !cfg!(target_os = "linux") {
+        return;
+    }
+    let lock = Arc::new(Mutex::new(0u32));
+    let guard_holder = lock.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _g = guard_holder.lock().expect("lock");
+        held_tx.send(()).expect("held");
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().expect("held");
+    let scope = Scope::new(&config());
+    let stuck_scope = scope.clone();
+    let line = line!() + 4;
+    let stuck = std::thread::Builder::new()
+        .name("deadlocked-poll".into())
+        .spawn(move || {
+            stuck_scope.in_scope(|| *lock.lock().expect("lock"));
+        })
+        .expect("spawn");
+    // Wait (generously) for the report; the poll is still stuck while we look.
+    let started = Instant::now();
+    let report = loop {
+        let found = blockcop::stuck_polls().into_iter().find(|v| v.thread_name.as_deref() == Some("deadlocked-poll"));
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(started.elapsed() < STUCK + Duration::from_secs(5), "no stuck_poll report");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(!stuck.is_finished(), "reported while still stuck");
+    assert_eq!((report.event, report.level), ("stuck_poll", blockcop::Level::High));
+    // The watchdog looks every 5 ms: the report comes within the threshold plus 100 ms.
+    assert!(report.duration >= STUCK && report.duration < STUCK + Duration::from_millis(100), "{report}");
+    assert!(report.detail.contains("blocked in syscall 202 (futex)"), "{report}");
+    if blockcop::sampling_active() {
+        let site = report.call_site.location().unwrap_or_else(|| panic!("no call site: {report}"));
+        assert_eq!((site.file.as_str(), site.line), ("integration/tests/watchdog/main.rs", line), "{report}");
+    }
+    release_tx.send(()).expect("release");
+    holder.join().expect("holder");
+    stuck.join().expect("stuck thread");
+    // Once it returns, the wait is recorded like any lock wait.
+    let v = scope.take_violations();
+    assert!(v.iter().any(|x| x.event == "futex" && x.level == blockcop::Level::High), "{v:?}");
+}
+
+#[test]
+fn twenty_thousand_samples_across_busy_sleeping_allocating_and_unwinding_threads() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !blockcop::sampling_active() && !cfg!(target_os = "linux") {
+        return;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let config = Config::builder().enabled(true).max_violations_per_scope(16).build();
+    let workers: Vec<_> = (0..4)
+        .map(|kind| {
+            let (stop, progress, config) = (stop.clone(), progress.clone(), config.clone());
+            std::thread::spawn(move || {
+                let scope = Scope::new(&config);
+                scope.in_scope(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        match kind {
+                            0 => {
+                                let x = (0..1000u64).fold(0u64, |a, i| a.wrapping_mul(31).wrapping_add(i));
+                                std::hint::black_box(x);
+                            }
+                            1 => std::thread::sleep(Duration::from_micros(200)),
+                            2 => {
+                                let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1024]).collect();
+                                std::hint::black_box(v);
+                            }
+                            _ => {
+                                let r = std::panic::catch_unwind(|| panic!("unwinding on purpose"));
+                                assert!(r.is_err());
+                            }
+                        }
+                        progress[kind].fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                scope.take_violations()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let taken = blockcop::stress_sample(20_000, Duration::from_secs(120));
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().expect("no worker crashed")).collect();
+    std::panic::set_hook(default_hook);
+    if blockcop::sampling_active() {
+        assert!(taken >= 20_000, "only {taken} samples");
+    }
+    for (kind, p) in progress.iter().enumerate() {
+        assert!(p.load(Ordering::Relaxed) > 0, "worker {kind} made no progress");
+    }
+    // The sleeping thread's sleeps completed (interrupted sleeps restart), and were recorded as sleeps.
+    assert!(results[1].iter().any(|v| v.event == "clock_nanosleep"));
+}
