@@ -130,16 +130,16 @@ pub(crate) fn begin_detached(scope: &Scope, task: Option<TaskTag>) {
         if !d.scope.as_ref().is_some_and(|held| Arc::ptr_eq(&held.shared, &scope.shared)) {
             d.scope = Some(scope.clone());
         }
-        let Some(held) = d.scope.as_ref().map(|s| s.shared.clone()) else { return };
+        let d = &mut *d;
+        let Some(held) = d.scope.as_ref() else { return };
+        let held: &ScopeShared = &held.shared;
         let start = held.now();
-        let (prev, excluded, outermost) = STATE.with(|s| {
-            let outermost = publish_begin(s, start);
+        STATE.with(|s| {
+            d.outermost = publish_begin(s, start);
             s.task.set(task);
-            (s.current.replace(Arc::as_ptr(&held)), s.excluded_ns.get(), outermost)
+            d.prev = s.current.replace(held);
+            d.excluded_at_entry = s.excluded_ns.get();
         });
-        d.prev = prev;
-        d.excluded_at_entry = excluded;
-        d.outermost = outermost;
         d.site = task.map(|t| t.spawned_at);
         d.active = true;
         d.start = start;

@@ -2,7 +2,7 @@
 //!
 //! Every thread that polls inside a scope publishes its outermost poll in a [`Slot`]: the start tick and a
 //! generation number (two relaxed stores per poll). A watchdog thread, started on first use when blockcop is
-//! enabled, looks at the slots every few milliseconds:
+//! enabled, looks at the slots every 10 ms:
 //!
 //! - a poll running past the slow-poll threshold has its stack sampled: the watchdog sends the thread `SIGURG`, and
 //!   the handler copies the instruction pointers into the slot's buffer, allocated up front (no allocation, no
@@ -35,16 +35,30 @@ use crate::config::Config;
 use crate::intercept::{MAX_FRAMES, RawStack};
 use crate::report::run;
 
-/// How often the watchdog looks at the slots. 5 ms.
-pub(crate) const TICK: Duration = Duration::from_millis(5);
+/// How often the watchdog looks at the slots (and resamples a slow poll) while polls are in progress. 10 ms.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// How often the watchdog looks while polls happen but none was in progress at its last look. 25 ms.
+const CALM_TICK: Duration = Duration::from_millis(25);
+
+/// How long without any poll before the watchdog stops ticking and waits to be woken by the next one. 500 ms.
+const QUIET_BEFORE_IDLE: Duration = Duration::from_millis(500);
+
+/// How often the runtime hooks' per-thread scopes are drained. 100 ms.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// One thread's published poll and its sampling handshake.
+///
+/// The fields the owning thread writes on every poll sit alone in the first cache lines, so that nothing the
+/// watchdog or other threads write shares their line.
+#[repr(C, align(128))]
 pub(crate) struct Slot {
-    tid: AtomicI32,
-    name: Mutex<Option<String>>,
     /// Raw tick at which the outermost poll in progress began; 0 when the thread is not polling.
     poll_start: AtomicU64,
     generation: AtomicU64,
+    _own_line: [u64; 14],
+    tid: AtomicI32,
+    name: Mutex<Option<String>>,
     /// The generation the watchdog asked a sample of (0: none asked).
     requested: AtomicU64,
     ready: AtomicBool,
@@ -72,10 +86,11 @@ unsafe impl Sync for Slot {}
 impl Slot {
     fn new() -> Slot {
         Slot {
-            tid: AtomicI32::new(0),
-            name: Mutex::new(None),
             poll_start: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            _own_line: [0; 14],
+            tid: AtomicI32::new(0),
+            name: Mutex::new(None),
             requested: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             sample_len: AtomicUsize::new(0),
@@ -98,6 +113,9 @@ impl Slot {
         }
         self.generation.store(self.generation.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         self.poll_start.store(start.max(1), Ordering::Release);
+        if WATCHDOG_IDLE.load(Ordering::Relaxed) {
+            wake_watchdog();
+        }
         true
     }
 
@@ -188,6 +206,20 @@ struct Settings {
     stuck_ns: AtomicU64,
 }
 
+/// The watchdog found nothing to watch and sleeps until a poll begins (or 100 ms pass, to drain).
+static WATCHDOG_IDLE: AtomicBool = AtomicBool::new(false);
+static WATCHDOG_THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
+
+#[cold]
+#[inline(never)]
+fn wake_watchdog() {
+    if WATCHDOG_IDLE.swap(false, Ordering::AcqRel)
+        && let Some(t) = WATCHDOG_THREAD.get()
+    {
+        t.unpark();
+    }
+}
+
 static SETTINGS: Settings = Settings { slow_ns: AtomicU64::new(u64::MAX), stuck_ns: AtomicU64::new(u64::MAX) };
 static WATCHDOG: OnceLock<()> = OnceLock::new();
 
@@ -206,6 +238,9 @@ pub(crate) fn ensure_watchdog(config: &Config) {
             let spawned = std::thread::Builder::new()
                 .name("blockcop-watchdog".into())
                 .spawn(move || crate::allow_blocking(|| watchdog(sampling)));
+            if let Ok(handle) = &spawned {
+                let _ = WATCHDOG_THREAD.set(handle.thread().clone());
+            }
             if let Err(e) = spawned {
                 eprintln!("blockcop: cannot start the watchdog thread: {e}; no stuck-poll reports or stack samples");
             }
@@ -430,63 +465,89 @@ fn syscall_name(n: i64) -> Option<&'static str> {
     }
 }
 
-/// The watchdog's view of one slot across ticks.
-#[derive(Default)]
-struct Watch {
-    generation: u64,
-}
-
 fn watchdog(sampling: bool) {
-    let mut watches: HashMap<usize, Watch> = HashMap::new();
-    let mut since_drain = Duration::ZERO;
+    let mut last_drain = std::time::Instant::now();
+    // Polls seen: the sum of the slots' generations. The watchdog idles only after a quiet spell, so that a busy
+    // program (many short polls) never makes it bounce between sleeping and being woken.
+    let mut polls_seen = 0u64;
+    let mut last_activity = std::time::Instant::now();
+    let mut busy = true;
     loop {
-        std::thread::sleep(TICK);
-        since_drain += TICK;
-        if since_drain >= Duration::from_millis(100) {
-            since_drain = Duration::ZERO;
+        if busy {
+            std::thread::sleep(TICK);
+        } else if last_activity.elapsed() < QUIET_BEFORE_IDLE {
+            // Polls happen, but none was in progress at the last look: look less often.
+            std::thread::sleep(CALM_TICK);
+        } else {
+            // Idle: sleep until a poll begins (it wakes us) or it is time to drain. Announce first, then look
+            // again, so that a poll beginning in between is not missed.
+            WATCHDOG_IDLE.store(true, Ordering::SeqCst);
+            let any = SLOTS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|s| s.poll_start.load(Ordering::SeqCst) != 0);
+            if !any {
+                std::thread::park_timeout(DRAIN_EVERY);
+            }
+            WATCHDOG_IDLE.store(false, Ordering::SeqCst);
+        }
+        if last_drain.elapsed() >= DRAIN_EVERY {
+            last_drain = std::time::Instant::now();
             crate::runtime::drain();
         }
+        busy = false;
+        let mut polls_now = 0u64;
         let slow_ns = SETTINGS.slow_ns.load(Ordering::Relaxed);
         let stuck_ns = SETTINGS.stuck_ns.load(Ordering::Relaxed);
-        let slots: Vec<&'static Slot> = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let now = clock::now();
-        for slot in slots {
-            let start = slot.poll_start.load(Ordering::Acquire);
-            if start == 0 {
-                continue;
+        // Reports are made after the slot list is released (they take time); nothing is allocated when idle.
+        let mut stuck_now: Vec<(&'static Slot, u64, u64)> = Vec::new();
+        {
+            let slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = clock::now();
+            for slot in slots.iter().copied() {
+                polls_now = polls_now.wrapping_add(slot.generation.load(Ordering::Relaxed));
+                let start = slot.poll_start.load(Ordering::Acquire);
+                if start == 0 {
+                    continue;
+                }
+                busy = true;
+                let generation = slot.generation.load(Ordering::Relaxed);
+                let tid = slot.tid.load(Ordering::Relaxed);
+                if slot.seen_generation.load(Ordering::Relaxed) != generation
+                    && let Some(cpu) = thread_cpu_ns(tid)
+                {
+                    slot.seen_tick.store(clock::now(), Ordering::Relaxed);
+                    slot.seen_cpu_ns.store(cpu, Ordering::Relaxed);
+                    slot.seen_generation.store(generation, Ordering::Release);
+                }
+                let elapsed = clock::delta_ns(start, now);
+                if elapsed < slow_ns {
+                    continue;
+                }
+                collect(slot, generation);
+                let stuck = elapsed >= stuck_ns && slot.stuck_reported.load(Ordering::Acquire) != generation;
+                // A thread inside a recorded blocking call is not sampled (its record has the call site, and the
+                // signal would interrupt the call), except once when its poll is stuck, for the report's stack.
+                let wanted = stuck || !slot.in_call.load(Ordering::Relaxed);
+                #[cfg(target_os = "linux")]
+                if sampling && wanted && !slot.ready.load(Ordering::Acquire) {
+                    slot.requested.store(generation, Ordering::Release);
+                    signal_thread(tid);
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = (sampling, wanted);
+                if stuck && slot.stuck_reported.swap(generation, Ordering::AcqRel) != generation {
+                    stuck_now.push((slot, generation, elapsed));
+                }
             }
-            let generation = slot.generation.load(Ordering::Relaxed);
-            let tid = slot.tid.load(Ordering::Relaxed);
-            if slot.seen_generation.load(Ordering::Relaxed) != generation
-                && let Some(cpu) = thread_cpu_ns(tid)
-            {
-                slot.seen_tick.store(clock::now(), Ordering::Relaxed);
-                slot.seen_cpu_ns.store(cpu, Ordering::Relaxed);
-                slot.seen_generation.store(generation, Ordering::Release);
-            }
-            let elapsed = clock::delta_ns(start, now);
-            if elapsed < slow_ns {
-                continue;
-            }
-            let watch = watches.entry(std::ptr::from_ref(slot) as usize).or_default();
-            if watch.generation != generation {
-                watch.generation = generation;
-            }
-            collect(slot, generation);
-            let stuck = elapsed >= stuck_ns && slot.stuck_reported.load(Ordering::Acquire) != generation;
-            // A thread inside a recorded blocking call is not sampled (its record has the call site, and the
-            // signal would interrupt the call), except once when its poll is stuck, for the report's stack.
-            let wanted = stuck || !slot.in_call.load(Ordering::Relaxed);
-            #[cfg(target_os = "linux")]
-            if sampling && wanted && !slot.ready.load(Ordering::Acquire) {
-                slot.requested.store(generation, Ordering::Release);
-                signal_thread(slot.tid.load(Ordering::Relaxed));
-            }
-            #[cfg(not(target_os = "linux"))]
-            let _ = (sampling, wanted);
-            if stuck && slot.stuck_reported.swap(generation, Ordering::AcqRel) != generation {
-                report_stuck(slot, generation, Duration::from_nanos(elapsed));
-            }
+        }
+        if polls_now != polls_seen || busy {
+            polls_seen = polls_now;
+            last_activity = std::time::Instant::now();
+        }
+        for (slot, generation, elapsed) in stuck_now {
+            report_stuck(slot, generation, Duration::from_nanos(elapsed));
         }
     }
 }

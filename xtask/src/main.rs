@@ -43,7 +43,12 @@ fn bench() -> Result<(), String> {
     run("overhead benchmark", c)?;
     let mut c = cargo();
     c.args(["bench", "--package", "blockcop", "--bench", "http"]);
-    run("HTTP benchmark", c)
+    run("HTTP benchmark", c)?;
+    let mut c = cargo();
+    c.args(["bench", "--package", "blockcop", "--bench", "hooks"])
+        .env("RUSTFLAGS", "--cfg tokio_unstable")
+        .env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
+    run("runtime hooks and watchdog benchmark (--cfg tokio_unstable)", c)
 }
 
 fn report(args: &[String]) -> Result<(), String> {

@@ -1,0 +1,224 @@
+//! Whole-runtime coverage: tokio's task hooks (with `--cfg tokio_unstable`) make every task poll a scope; tasks
+//! spawned inside a request inherit it; test bodies run as instrumented tasks. CI runs this suite with and without
+//! `--cfg tokio_unstable`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use blockcop::{Config, Level};
+
+/// This binary's process-wide configuration: enabled, whatever the environment says.
+fn enable_globally() -> &'static Config {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = Config::builder().enabled(true).build().set_global();
+    });
+    Config::global()
+}
+
+#[test]
+fn test_body_that_blocks_fails_with_the_report() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    assert!(enable_globally().is_enabled());
+    let line = line!() + 2;
+    let outcome = std::panic::catch_unwind(|| {
+        blockcop::test::run(async { std::thread::sleep(Duration::from_millis(30)) });
+    });
+    let message = outcome.expect_err("must fail").downcast::<String>().map(|s| *s).unwrap_or_default();
+    assert!(message.contains("blocked a tokio worker: severity 50 (high) reaches the fail severity 50"), "{message}");
+    assert!(message.contains("error[blocking/sleep]"), "{message}");
+    assert!(message.contains(&format!("--> integration/tests/runtime/main.rs:{line}:")), "{message}");
+}
+
+#[test]
+fn clean_test_body_passes_and_returns_its_value() {
+    enable_globally();
+    let n = blockcop::test::run(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).await.map(|t| t.len())
+    });
+    assert!(n.expect("read") > 0);
+}
+
+#[tokio::test]
+async fn check_wraps_a_tokio_test_body() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    enable_globally();
+    // Medium (a file read) stays under the default fail severity (high).
+    let len = blockcop::test::check(async { std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")) })
+        .await
+        .expect("read");
+    assert!(len.len() > 0);
+    let outcome = tokio::spawn(blockcop::test::check(async { std::thread::sleep(Duration::from_millis(30)) })).await;
+    assert!(outcome.expect_err("a high-severity body fails").is_panic());
+}
+
+#[cfg(not(tokio_unstable))]
+#[test]
+fn without_tokio_unstable_install_says_which_rustflags_to_set() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let err = blockcop::runtime::install(&mut builder).expect_err("no task hooks in this build");
+    assert!(err.to_string().contains("RUSTFLAGS=\"--cfg tokio_unstable\""), "{err}");
+    assert!(!blockcop::runtime::hooks_available());
+    let panic = std::panic::catch_unwind(blockcop::runtime::new_multi_thread).expect_err("panics with the message");
+    let message = panic.downcast::<String>().map(|s| *s).unwrap_or_default();
+    assert!(message.contains("--cfg tokio_unstable"), "{message}");
+}
+
+#[cfg(tokio_unstable)]
+mod hooks {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::routing::get;
+    use blockcop::testing::TestServer;
+
+    use super::*;
+
+    const FILE: &str = "integration/tests/runtime/main.rs";
+
+    fn runtime_with_hooks(flavor: support::Flavor) -> tokio::runtime::Runtime {
+        let mut b = match flavor {
+            support::Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            support::Flavor::MultiThread => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(2);
+                b
+            }
+        };
+        b.enable_all();
+        blockcop::runtime::Hooks::new(&Config::builder().enabled(true).build()).install(&mut b).expect("hooks");
+        b.build().expect("runtime")
+    }
+
+    /// The drained task violations spawned at `file:line`.
+    fn task_violations_spawned_at(line: u32) -> Vec<blockcop::Violation> {
+        blockcop::runtime::drain();
+        let at = format!("integration/tests/runtime/main.rs:{line}:");
+        blockcop::runtime::recent()
+            .into_iter()
+            .filter(|v| v.task.as_ref().and_then(|t| t.spawned_at.as_deref()).is_some_and(|s| s.contains(&at)))
+            .collect()
+    }
+
+    #[test]
+    fn every_task_poll_is_a_scope_with_task_id_and_spawn_location() {
+        if !blockcop::is_interposing() {
+            return;
+        }
+        for flavor in [support::Flavor::CurrentThread, support::Flavor::MultiThread] {
+            let rt = runtime_with_hooks(flavor);
+            let dir = tempfile::tempdir().expect("dir");
+            let path = dir.path().join("f");
+            std::fs::write(&path, "x").expect("write");
+            let spawned = line!() + 2;
+            let id = rt.block_on(async move {
+                let task = tokio::spawn(async move { std::fs::metadata(&path).map(|m| m.len()) });
+                let id = task.id();
+                task.await.expect("task").expect("stat");
+                id
+            });
+            drop(rt);
+            let found = task_violations_spawned_at(spawned);
+            let id: Option<u64> = id.to_string().parse().ok();
+            let v = found
+                .iter()
+                .find(|v| v.event == "statx" && v.task.as_ref().and_then(|t| t.id) == id)
+                .unwrap_or_else(|| panic!("{flavor:?}: no statx of task {id:?} in {found:?}"));
+            assert_eq!(v.level, Level::Low);
+            assert_eq!(v.call_site.location().map(|l| l.line), Some(spawned));
+        }
+    }
+
+    #[test]
+    fn cpu_bound_task_gets_the_loops_line_from_samples() {
+        let rt = runtime_with_hooks(support::Flavor::MultiThread);
+        let spawned = line!() + 1;
+        rt.block_on(async { tokio::spawn(scenarios::hash_inline(Duration::from_millis(150))).await.expect("task") });
+        drop(rt);
+        let found = task_violations_spawned_at(spawned);
+        let v = found.iter().find(|v| v.event == "slow_poll").unwrap_or_else(|| panic!("{found:?}"));
+        assert_eq!(v.level, Level::High);
+        let site = v.call_site.location().expect("site");
+        if blockcop::sampling_active() {
+            assert_eq!(
+                (site.file.as_str(), site.line),
+                (support::SCENARIOS, support::marked_line("fold", "slow_poll"))
+            );
+        } else {
+            assert_eq!(site.line, spawned);
+        }
+    }
+
+    #[test]
+    fn spawned_task_reaches_the_parent_requests_header() {
+        if !blockcop::is_interposing() {
+            return;
+        }
+        let rt = runtime_with_hooks(support::Flavor::MultiThread);
+        let line = support::marked_line_in(FILE, "tokio::spawn(async { std::thread::sleep", "clock_nanosleep");
+        rt.block_on(async {
+            let app = Router::new().route(
+                "/report",
+                get(|| async {
+                    tokio::spawn(async { std::thread::sleep(Duration::from_millis(30)) }).await.expect("task"); // blocks: clock_nanosleep
+                    "done"
+                }),
+            );
+            let server = TestServer::spawn_with(app, Config::builder().enabled(true).build()).await.expect("serve");
+            let res = server.client().get("/report").expect_blocking().send().await;
+            assert_eq!(res.text(), "done");
+            let h = res.expect_violation(Level::High);
+            assert_eq!(h.first.event, "clock_nanosleep");
+            assert_eq!(h.first.file_line(), Some((FILE, line)));
+            // The record carries the task it happened in.
+            let record = res.record().expect("record");
+            assert!(record.violations.first().and_then(|v| v.task.as_ref()).is_some_and(|t| t.id.is_some()));
+        });
+    }
+
+    #[test]
+    fn user_hooks_are_chained() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let spawns = Arc::new(AtomicUsize::new(0));
+        let (p, s) = (polls.clone(), spawns.clone());
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.enable_all();
+        blockcop::runtime::Hooks::new(&Config::builder().enabled(true).build())
+            .on_before_task_poll(move |_| {
+                p.fetch_add(1, Ordering::Relaxed);
+            })
+            .on_task_spawn(move |_| {
+                s.fetch_add(1, Ordering::Relaxed);
+            })
+            .install(&mut b)
+            .expect("hooks");
+        let rt = b.build().expect("runtime");
+        rt.block_on(async {
+            tokio::spawn(async { tokio::task::yield_now().await }).await.expect("task");
+        });
+        assert_eq!(spawns.load(Ordering::Relaxed), 1);
+        assert!(polls.load(Ordering::Relaxed) >= 2, "yield_now polls the task twice");
+    }
+
+    #[test]
+    fn a_runtime_without_blockcops_hooks_behaves_as_before() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, "abc").expect("write");
+        let spawned = line!() + 1;
+        let len = rt.block_on(async move { tokio::spawn(async move { std::fs::read(&path).map(|b| b.len()) }).await });
+        assert_eq!(len.expect("task").expect("read"), 3);
+        drop(rt);
+        assert!(task_violations_spawned_at(spawned).is_empty());
+    }
+}
