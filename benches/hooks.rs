@@ -6,21 +6,23 @@
 //!
 //! Rounds are interleaved; figures are medians, added costs medians of per-round differences.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blockcop::{Config, Scope};
 
 const POLLS: u64 = 1_000_000;
 const ROUNDS: usize = 11;
 
+#[cfg(tokio_unstable)]
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
+#[cfg(tokio_unstable)]
 fn ns_per_poll(rt: &tokio::runtime::Runtime) -> f64 {
     rt.block_on(async {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         tokio::spawn(async {
             for _ in 0..POLLS {
                 tokio::task::yield_now().await;
@@ -53,44 +55,50 @@ fn thread_cpu_ns(prefix: &str) -> Option<u64> {
     None
 }
 
+#[cfg(tokio_unstable)]
+fn per_poll(enabled: &Config) {
+    let plain = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    blockcop::runtime::Hooks::new(enabled).install(&mut b).expect("hooks");
+    let hooked = b.build().expect("rt");
+    // tokio's own cost of calling four hooks that do nothing, for reference.
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    b.on_task_spawn(|_| {}).on_before_task_poll(|_| {}).on_after_task_poll(|_| {}).on_task_terminate(|_| {});
+    let empty = b.build().expect("rt");
+    let runtimes = [&plain, &empty, &hooked];
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    for rt in runtimes {
+        ns_per_poll(rt);
+    }
+    for _ in 0..ROUNDS {
+        for (i, rt) in runtimes.iter().enumerate() {
+            samples[i].push(ns_per_poll(rt));
+        }
+    }
+    let added = |i: usize| median(samples[i].iter().zip(&samples[0]).map(|(x, y)| x - y).collect());
+    let (e, h) = (added(1), added(2));
+    let m: Vec<f64> = samples.iter().cloned().map(median).collect();
+    println!("per poll, multi_thread (ns/poll)");
+    println!("  no hooks                           {:>8.1}", m[0]);
+    println!("  four empty hooks (tokio's cost)    {:>8.1}   (+{e:.1})", m[1]);
+    println!(
+        "  blockcop's runtime hooks, enabled  {:>8.1}   (+{h:.1}; +{:.1} over empty hooks)   budget <= 25",
+        m[2],
+        h - e
+    );
+}
+
+#[cfg(not(tokio_unstable))]
+fn per_poll(_: &Config) {
+    println!("per poll: skipped, this build has no tokio task hooks (RUSTFLAGS=\"--cfg tokio_unstable\")");
+}
+
 fn main() {
     let enabled = Config::builder().enabled(true).build();
     println!("runtime hooks and watchdog benchmark ({POLLS} polls per run, {ROUNDS} interleaved rounds)");
-    if blockcop::runtime::hooks_available() {
-        let plain = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2).enable_all();
-        blockcop::runtime::Hooks::new(&enabled).install(&mut b).expect("hooks");
-        let hooked = b.build().expect("rt");
-        // tokio's own cost of calling four hooks that do nothing, for reference.
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2).enable_all();
-        b.on_task_spawn(|_| {}).on_before_task_poll(|_| {}).on_after_task_poll(|_| {}).on_task_terminate(|_| {});
-        let empty = b.build().expect("rt");
-        let runtimes = [&plain, &empty, &hooked];
-        let mut samples: [Vec<f64>; 3] = Default::default();
-        for rt in runtimes {
-            ns_per_poll(rt);
-        }
-        for _ in 0..ROUNDS {
-            for (i, rt) in runtimes.iter().enumerate() {
-                samples[i].push(ns_per_poll(rt));
-            }
-        }
-        let added = |i: usize| median(samples[i].iter().zip(&samples[0]).map(|(x, y)| x - y).collect());
-        let (e, h) = (added(1), added(2));
-        let m: Vec<f64> = samples.iter().cloned().map(median).collect();
-        println!("per poll, multi_thread (ns/poll)");
-        println!("  no hooks                           {:>8.1}", m[0]);
-        println!("  four empty hooks (tokio's cost)    {:>8.1}   (+{e:.1})", m[1]);
-        println!(
-            "  blockcop's runtime hooks, enabled  {:>8.1}   (+{h:.1}; +{:.1} over empty hooks)   budget <= 25",
-            m[2],
-            h - e
-        );
-    } else {
-        println!("per poll: skipped, this build has no tokio task hooks (RUSTFLAGS=\"--cfg tokio_unstable\")");
-    }
+    per_poll(&enabled);
     // Starts the watchdog; then nothing polls.
     drop(Scope::new(&enabled));
     std::thread::sleep(Duration::from_millis(200));

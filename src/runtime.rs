@@ -205,8 +205,6 @@ pub fn recent() -> Vec<crate::Violation> {
 
 #[cfg(tokio_unstable)]
 mod hooks {
-    use std::cell::RefCell;
-
     use super::*;
     use crate::intercept::thread::{self, TaskTag};
 
@@ -218,25 +216,12 @@ mod hooks {
         inherited_len: AtomicUsize,
     }
 
-    thread_local! {
-        /// This worker thread's own scope, for tasks that inherit none.
-        static OWN: RefCell<Option<(usize, Scope)>> = const { RefCell::new(None) };
-    }
-
-    fn own_scope(installed: &Arc<Installed>, f: impl FnOnce(&Scope)) {
-        let key = Arc::as_ptr(installed) as usize;
-        OWN.with(|own| {
-            let Ok(mut own) = own.try_borrow_mut() else { return };
-            if !own.as_ref().is_some_and(|(k, _)| *k == key) {
-                let scope = Scope::for_runtime(&installed.config);
-                THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner).push(scope.clone());
-                crate::sampler::ensure_watchdog(&installed.config);
-                *own = Some((key, scope));
-            }
-            if let Some((_, scope)) = own.as_ref() {
-                f(scope);
-            }
-        });
+    /// A new per-thread scope of this installation, registered for draining.
+    fn new_own_scope(installed: &Installed) -> Scope {
+        let scope = Scope::for_runtime(&installed.config);
+        THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner).push(scope.clone());
+        crate::sampler::ensure_watchdog(&installed.config);
+        scope
     }
 
     pub(super) fn install(hooks: Hooks, builder: &mut tokio::runtime::Builder) {
@@ -278,14 +263,13 @@ mod hooks {
                 f(meta);
             }
             let task = Some(TaskTag { id: meta.id(), spawned_at: meta.spawned_at() });
-            if i.inherited_len.load(Ordering::Relaxed) > 0 {
-                let inherited = i.inherited.lock().unwrap_or_else(PoisonError::into_inner).get(&meta.id()).cloned();
-                if let Some(scope) = inherited {
-                    thread::begin_detached(&scope, task);
-                    return;
-                }
-            }
-            own_scope(&i, |scope| thread::begin_detached(scope, task));
+            let inherited = if i.inherited_len.load(Ordering::Relaxed) > 0 {
+                i.inherited.lock().unwrap_or_else(PoisonError::into_inner).get(&meta.id()).cloned()
+            } else {
+                None
+            };
+            let key = Arc::as_ptr(&i) as usize;
+            thread::begin_detached(inherited.as_ref(), key, || new_own_scope(&i), task);
         });
         builder.on_after_task_poll(move |meta| {
             thread::end_detached();

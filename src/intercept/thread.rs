@@ -95,7 +95,12 @@ pub(crate) fn current_scope() -> Option<Arc<ScopeShared>> {
 /// kept here from the beginning of the poll until a later poll replaces it, so the pointer in `current` stays valid.
 #[cfg_attr(not(tokio_unstable), allow(dead_code))]
 struct Detached {
+    /// This thread's own scope for the runtime hooks, with the key of the installation it belongs to.
+    own: Option<(usize, Scope)>,
+    /// An inherited scope being polled (a request's, for a task spawned inside it).
     scope: Option<Scope>,
+    /// Whether the poll in progress is in `scope` (else in `own`).
+    inherited: bool,
     prev: *const ScopeShared,
     excluded_at_entry: u64,
     start: u64,
@@ -107,7 +112,9 @@ struct Detached {
 thread_local! {
     static DETACHED: RefCell<Detached> = const {
         RefCell::new(Detached {
+            own: None,
             scope: None,
+            inherited: false,
             prev: ptr::null(),
             excluded_at_entry: 0,
             start: 0,
@@ -118,21 +125,44 @@ thread_local! {
     };
 }
 
-/// Begins a task poll in `scope` (tokio's before-poll hook). A task poll inside another one on the same thread
-/// keeps the outer one.
 #[cfg_attr(not(tokio_unstable), allow(dead_code))]
-pub(crate) fn begin_detached(scope: &Scope, task: Option<TaskTag>) {
+/// Begins a task poll (tokio's before-poll hook): in `inherited` when the task inherited a scope, otherwise in this
+/// thread's own scope for installation `own_key` (made by `make_own` the first time). A task poll inside another
+/// one on the same thread keeps the outer one.
+pub(crate) fn begin_detached(
+    inherited: Option<&Scope>,
+    own_key: usize,
+    make_own: impl FnOnce() -> Scope,
+    task: Option<TaskTag>,
+) {
     DETACHED.with(|d| {
         let Ok(mut d) = d.try_borrow_mut() else { return };
         if d.active {
             return;
         }
-        if !d.scope.as_ref().is_some_and(|held| Arc::ptr_eq(&held.shared, &scope.shared)) {
-            d.scope = Some(scope.clone());
-        }
         let d = &mut *d;
-        let Some(held) = d.scope.as_ref() else { return };
-        let held: &ScopeShared = &held.shared;
+        let held: &ScopeShared = match inherited {
+            Some(scope) => {
+                if !d.scope.as_ref().is_some_and(|h| Arc::ptr_eq(&h.shared, &scope.shared)) {
+                    d.scope = Some(scope.clone());
+                }
+                d.inherited = true;
+                match d.scope.as_ref() {
+                    Some(h) => &h.shared,
+                    None => return,
+                }
+            }
+            None => {
+                if d.own.as_ref().is_none_or(|(k, _)| *k != own_key) {
+                    d.own = Some((own_key, make_own()));
+                }
+                d.inherited = false;
+                match d.own.as_ref() {
+                    Some((_, h)) => &h.shared,
+                    None => return,
+                }
+            }
+        };
         let start = held.now();
         STATE.with(|s| {
             d.outermost = publish_begin(s, start);
@@ -155,7 +185,8 @@ pub(crate) fn end_detached() {
             return;
         }
         d.active = false;
-        if let Some(scope) = &d.scope {
+        let held = if d.inherited { d.scope.as_ref() } else { d.own.as_ref().map(|(_, s)| s) };
+        if let Some(scope) = held {
             scope.shared.end_poll(d.start, d.excluded_at_entry, d.site);
         }
         STATE.with(|s| {

@@ -70,7 +70,14 @@ fn ci() -> Result<(), String> {
     run("tests, blockcop off", off)?;
     let mut on = cargo();
     on.args(["test", "--workspace"]).env("RUST_TEST_BLOCKCOP", "1");
-    run("tests, RUST_TEST_BLOCKCOP=1", on)
+    run("tests, RUST_TEST_BLOCKCOP=1", on)?;
+    let mut unstable = cargo();
+    unstable
+        .args(["test", "--workspace"])
+        .env("RUST_TEST_BLOCKCOP", "1")
+        .env("RUSTFLAGS", "--cfg tokio_unstable")
+        .env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
+    run("tests, --cfg tokio_unstable", unstable)
 }
 
 fn main() -> ExitCode {

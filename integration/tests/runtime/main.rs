@@ -8,7 +8,7 @@ mod support;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use blockcop::{Config, Level};
+use blockcop::Config;
 
 /// This binary's process-wide configuration: enabled, whatever the environment says.
 fn enable_globally() -> &'static Config {
@@ -55,7 +55,7 @@ async fn check_wraps_a_tokio_test_body() {
     let len = blockcop::test::check(async { std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")) })
         .await
         .expect("read");
-    assert!(len.len() > 0);
+    assert!(!len.is_empty());
     let outcome = tokio::spawn(blockcop::test::check(async { std::thread::sleep(Duration::from_millis(30)) })).await;
     assert!(outcome.expect_err("a high-severity body fails").is_panic());
 }
@@ -80,6 +80,8 @@ mod hooks {
     use axum::Router;
     use axum::routing::get;
     use blockcop::testing::TestServer;
+
+    use blockcop::Level;
 
     use super::*;
 
