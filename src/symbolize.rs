@@ -19,6 +19,7 @@ static PATHS: LazyLock<Paths> = LazyLock::new(|| Paths {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .map(|p| p.to_string_lossy().into_owned()),
     blockcop_src: concat!(env!("CARGO_MANIFEST_DIR"), "/src/").to_owned(),
+    workspace_root: workspace_root().map(|r| r.to_string_lossy().into_owned()),
 });
 
 /// The workspace root: the nearest ancestor of the running package's manifest directory (or the current

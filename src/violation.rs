@@ -369,6 +369,8 @@ pub(crate) struct Paths {
     pub(crate) cargo_home: Option<String>,
     /// blockcop's own `src/` directory.
     pub(crate) blockcop_src: String,
+    /// The workspace root: non-Rust code under it (built with `cc`) is the user's own.
+    pub(crate) workspace_root: Option<String>,
 }
 
 const STD_PREFIXES: [&str; 6] = ["std::", "core::", "alloc::", "<std::", "<core::", "<alloc::"];
@@ -390,6 +392,9 @@ pub(crate) fn classify(frame: &Frame, paths: &Paths) -> Origin {
         })
     {
         Origin::Dependency
+    } else if !file.ends_with(".rs") && !paths.workspace_root.as_deref().is_some_and(|r| file.starts_with(r)) {
+        // C, assembly or other code from outside the workspace: libc with debug info, a system library.
+        Origin::Unknown
     } else {
         Origin::User
     }
@@ -482,7 +487,11 @@ mod tests {
     }
 
     fn paths() -> Paths {
-        Paths { cargo_home: Some("/home/dev/.cargo".into()), blockcop_src: "/work/blockcop/src/".into() }
+        Paths {
+            cargo_home: Some("/home/dev/.cargo".into()),
+            blockcop_src: "/work/blockcop/src/".into(),
+            workspace_root: Some("/work/app".into()),
+        }
     }
 
     const ROOT: &str = "/work/app";
@@ -581,6 +590,22 @@ mod tests {
         let s = select(&frames, &paths(), Some(Path::new(ROOT)));
         assert_eq!(s.call_site.to_string(), "/elsewhere/app/src/lib.rs:3:5");
         assert_eq!(s.blocking_api.as_deref(), Some("std::thread::sleep"));
+    }
+
+    #[test]
+    fn c_code_outside_the_workspace_is_not_the_users() {
+        let mut frames = hook();
+        frames.extend([
+            frame("__GI___clock_gettime", Some("./time/../sysdeps/unix/sysv/linux/clock_gettime.c"), 42),
+            frame("cpu_time::ThreadTime::now", Some("/home/dev/.cargo/registry/src/i/cpu-time-1.0.0/src/lib.rs"), 9),
+            frame("app::hash", Some("/work/app/src/hash.rs"), 12),
+        ]);
+        let s = select(&frames, &paths(), Some(Path::new(ROOT)));
+        assert_eq!(s.call_site.to_string(), "src/hash.rs:12:5");
+        assert_eq!(s.blocking_api_crate.as_deref(), Some("cpu-time"));
+        // The user's own C code (built with `cc`, inside the workspace) is the user's.
+        let frames = vec![frame("native_sum", Some("/work/app/native/sum.c"), 3)];
+        assert_eq!(select(&frames, &paths(), Some(Path::new(ROOT))).call_site.to_string(), "native/sum.c:3:5");
     }
 
     #[test]

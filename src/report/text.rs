@@ -178,7 +178,7 @@ pub(crate) fn format_duration(d: std::time::Duration) -> String {
 pub(crate) fn fix_hint(v: &Violation) -> String {
     let api = v.blocking_api.as_deref().unwrap_or("");
     // A synchronous dependency (a database driver, an SDK): the fix is where it is called, not inside it.
-    if let Some(krate) = v.blocking_api_crate.as_deref().filter(|k| *k != "std") {
+    if let Some(krate) = v.blocking_api_crate.as_deref().filter(|k| *k != "std" && v.category != Category::SlowPoll) {
         return format!("`{krate}` blocks: call it inside `tokio::task::spawn_blocking`, or use an async alternative");
     }
     let specific = match v.category {
