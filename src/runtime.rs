@@ -170,20 +170,7 @@ pub fn drain() -> crate::Violations {
     for scope in scopes {
         let v = scope.take_violations();
         all.dropped += v.dropped;
-        for x in &v {
-            let task = x.task.as_ref();
-            let id = task.and_then(|t| t.id).unwrap_or(0);
-            let spawned_at = task.and_then(|t| t.spawned_at.as_deref()).unwrap_or("");
-            if x.level >= crate::Level::Medium {
-                tracing::warn!(target: "blockcop", event = x.event, weight = x.weight.value(), level = x.level.as_str(),
-                    call_site = %x.call_site, task.id = id, task.spawned_at = spawned_at,
-                    "blocking call in task {id} spawned at {spawned_at}: {} at {}", x.event, x.call_site);
-            } else {
-                tracing::debug!(target: "blockcop", event = x.event, weight = x.weight.value(), level = x.level.as_str(),
-                    call_site = %x.call_site, task.id = id, task.spawned_at = spawned_at,
-                    "blocking call in task {id} spawned at {spawned_at}: {} at {}", x.event, x.call_site);
-            }
-        }
+        crate::report::emit_tracing(&v, None);
         all.list.extend(v.list);
     }
     if !all.list.is_empty() {

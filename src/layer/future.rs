@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use super::registry;
 use crate::header::{ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::scope::Scope;
-use crate::violation::{Level, Violations};
+use crate::violation::Violations;
 
 #[derive(Debug)]
 pub(crate) struct RequestInfo {
@@ -80,44 +80,5 @@ where
 }
 
 fn emit_events(violations: &Violations, info: &RequestInfo) {
-    for v in violations {
-        let duration_us = u64::try_from(v.duration.as_micros()).unwrap_or(u64::MAX);
-        let call_site = tracing::field::display(&v.call_site);
-        let blocking_api = v.blocking_api.as_deref().unwrap_or("");
-        macro_rules! event {
-            ($lvl:expr) => {
-                tracing::event!(
-                    target: "blockcop",
-                    $lvl,
-                    event = v.event,
-                    weight = v.weight.value(),
-                    level = v.level.as_str(),
-                    duration_us,
-                    call_site,
-                    blocking_api,
-                    detail = v.detail.as_str(),
-                    method = info.method.as_str(),
-                    path = info.path.as_str(),
-                    "blocking call in async task: {} at {}",
-                    v.event,
-                    v.call_site,
-                )
-            };
-        }
-        if v.level >= Level::Medium {
-            event!(tracing::Level::WARN);
-        } else {
-            event!(tracing::Level::DEBUG);
-        }
-    }
-    if violations.dropped > 0 {
-        tracing::warn!(
-            target: "blockcop",
-            dropped = violations.dropped,
-            method = info.method.as_str(),
-            path = info.path.as_str(),
-            "the per-scope cap dropped {} violations of this request",
-            violations.dropped,
-        );
-    }
+    crate::report::emit_tracing(violations, Some((info.method.as_str(), info.path.as_str())));
 }

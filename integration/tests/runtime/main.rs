@@ -144,7 +144,7 @@ mod hooks {
     fn cpu_bound_task_gets_the_loops_line_from_samples() {
         let rt = runtime_with_hooks(support::Flavor::MultiThread);
         let spawned = line!() + 1;
-        rt.block_on(async { tokio::spawn(scenarios::hash_inline(Duration::from_millis(150))).await.expect("task") });
+        rt.block_on(async { tokio::spawn(scenarios::hash_inline(Duration::from_millis(300))).await.expect("task") });
         drop(rt);
         let found = task_violations_spawned_at(spawned);
         let v = found.iter().find(|v| v.event == "slow_poll").unwrap_or_else(|| panic!("{found:?}"));
