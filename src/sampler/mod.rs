@@ -11,7 +11,9 @@
 //! - a poll still running after the stuck threshold (`BLOCKCOP_STUCK_MS`, by default 1000 ms) is reported at once
 //!   as a `stuck_poll` (a `tracing` error and a run-file record) with its stack and what the thread is doing
 //!   (`running`, or blocked in a syscall, read from `/proc/self/task/<tid>/syscall`), while it is still stuck;
-//! - every 100 ms it drains the runtime hooks' per-thread scopes ([`crate::runtime::drain`]).
+//! - every 100 ms it drains the runtime hooks' per-thread scopes ([`crate::runtime::drain`]);
+//! - it ticks every 10 ms while a poll is in progress, every 25 ms while polls happen but none was in progress at its
+//!   last look, and after 500 ms without any poll it sleeps until the next poll wakes it (or 1 s passes).
 //!
 //! Signals must not disturb the program: the handler is installed with `SA_RESTART`, so most interrupted calls
 //! restart (std's `sleep`, `read`, futex waits carry on). Calls that never restart on Linux may return `EINTR` to
@@ -43,6 +45,9 @@ const CALM_TICK: Duration = Duration::from_millis(25);
 
 /// How long without any poll before the watchdog stops ticking and waits to be woken by the next one. 500 ms.
 const QUIET_BEFORE_IDLE: Duration = Duration::from_millis(500);
+
+/// How long the idle watchdog sleeps when no poll wakes it (to drain what the last polls left). 1 s.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// How often the runtime hooks' per-thread scopes are drained. 100 ms.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -488,7 +493,7 @@ fn watchdog(sampling: bool) {
                 .iter()
                 .any(|s| s.poll_start.load(Ordering::SeqCst) != 0);
             if !any {
-                std::thread::park_timeout(DRAIN_EVERY);
+                std::thread::park_timeout(IDLE_WAKE);
             }
             WATCHDOG_IDLE.store(false, Ordering::SeqCst);
         }
