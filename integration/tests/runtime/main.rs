@@ -188,6 +188,54 @@ mod hooks {
     }
 
     #[test]
+    fn work_finishing_after_the_response_lands_in_the_run_file_under_the_request() {
+        if !blockcop::is_interposing() {
+            return;
+        }
+        let rt = runtime_with_hooks(support::Flavor::MultiThread);
+        let dir = tempfile::tempdir().expect("dir");
+        let probe = dir.path().join("late.txt");
+        std::fs::write(&probe, "x").expect("write");
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        rt.block_on(async move {
+            let app = Router::new().route(
+                "/late",
+                get(move || {
+                    let (probe, tx) = (probe.clone(), tx.clone());
+                    async move {
+                        // Not awaited: runs on after the response went out.
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            let _ = std::fs::metadata(&probe);
+                            let _ = tx.send(());
+                        });
+                        "sent"
+                    }
+                }),
+            );
+            let server = TestServer::spawn_with(app, Config::builder().enabled(true).build()).await.expect("serve");
+            let res = server.client().get("/late").send().await;
+            assert_eq!(res.text(), "sent");
+            res.assert_clean();
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5)))
+                .await
+                .expect("join")
+                .expect("late work ran");
+            // The task ends, its inherited scope is released, and what it recorded is written.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        drop(rt);
+        assert!(blockcop::report::run::flush(Duration::from_secs(5)));
+        let file = blockcop::report::run::current_run_file().expect("a run file").to_path_buf();
+        let run = blockcop::report::run::read_run_files(&[file]).expect("read");
+        let late = run.records.iter().find(|r| {
+            r.request.as_ref().is_some_and(|q| q.path == "/late")
+                && matches!(&r.body, blockcop::report::run::RecordBody::Violation(v) if v.event == "statx")
+        });
+        assert!(late.is_some(), "the late stat is in the run file under GET /late");
+    }
+
+    #[test]
     fn user_hooks_are_chained() {
         let polls = Arc::new(AtomicUsize::new(0));
         let spawns = Arc::new(AtomicUsize::new(0));
