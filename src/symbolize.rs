@@ -9,7 +9,7 @@ use crate::catalogue::Category;
 use crate::config::Config;
 use crate::intercept::RawStack;
 use crate::scope::RawViolation;
-use crate::violation::{self, CallSite, Frame, Level, Origin, Paths, Selection, SourceLocation, Violation};
+use crate::violation::{self, CallSite, Frame, Level, Paths, Selection, SourceLocation, Violation};
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
 
@@ -155,15 +155,5 @@ fn allowed(frames: &[Frame], category: Category, config: &Config) -> bool {
     if frames.iter().any(matches) {
         return true;
     }
-    if category == Category::LockWait {
-        let owner = frames
-            .iter()
-            .find(|f| !matches!(violation::classify(f, &PATHS), Origin::Std | Origin::Unknown | Origin::Blockcop));
-        if let Some(f) = owner {
-            let name = f.function.as_deref().unwrap_or("");
-            return violation::classify(f, &PATHS) == Origin::Dependency
-                && (name.starts_with("tokio::") || name.starts_with("<tokio::"));
-        }
-    }
-    false
+    category == Category::LockWait && violation::lock_owned_by_tokio(frames, &PATHS)
 }

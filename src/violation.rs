@@ -467,6 +467,19 @@ fn dependency_crate(frame: &Frame) -> Option<String> {
     name.split("::").next().map(str::to_owned)
 }
 
+/// Whether a lock wait is tokio's own: the first frame past the hook that is not std, libc or blockcop belongs to
+/// tokio (its runtime, blocking pool or sync primitives hold their internal locks for a few instructions).
+pub(crate) fn lock_owned_by_tokio(frames: &[Frame], paths: &Paths) -> bool {
+    let origins: Vec<Origin> = frames.iter().map(|f| classify(f, paths)).collect();
+    let after_hook = origins.iter().rposition(|o| *o == Origin::Hook).map_or(0, |i| i + 1);
+    let owner =
+        (after_hook..frames.len()).find(|&i| !matches!(origins[i], Origin::Std | Origin::Unknown | Origin::Blockcop));
+    owner.is_some_and(|i| {
+        let name = frames[i].function.as_deref().unwrap_or("");
+        origins[i] == Origin::Dependency && (name.starts_with("tokio::") || name.starts_with("<tokio::"))
+    })
+}
+
 /// `file` relative to the workspace `root` when it lies inside it, otherwise unchanged.
 pub(crate) fn relative(file: &str, root: Option<&Path>) -> String {
     root.and_then(|r| Path::new(file).strip_prefix(r).ok())
@@ -606,6 +619,35 @@ mod tests {
         // The user's own C code (built with `cc`, inside the workspace) is the user's.
         let frames = vec![frame("native_sum", Some("/work/app/native/sum.c"), 3)];
         assert_eq!(select(&frames, &paths(), Some(Path::new(ROOT))).call_site.to_string(), "native/sum.c:3:5");
+    }
+
+    #[test]
+    fn tokio_internal_lock_waits_are_tokios_not_the_users() {
+        let tokio_file = Some("/home/dev/.cargo/registry/src/x/tokio-1.54.1/src/runtime/blocking/pool.rs");
+        let mut frames = hook();
+        frames.extend([
+            frame(
+                "std::sys::sync::mutex::futex::Mutex::lock_contended",
+                Some("/rustc/abc/library/std/src/sys/sync/mutex/futex.rs"),
+                9,
+            ),
+            frame("tokio::runtime::blocking::pool::Spawner::spawn_task", tokio_file, 40),
+            frame("app::handlers::create::{{closure}}", Some("/work/app/src/handlers.rs"), 159),
+        ]);
+        frames.extend(poll_tail());
+        assert!(lock_owned_by_tokio(&frames, &paths()));
+        // The user's own std Mutex is the user's, even with tokio further down the stack.
+        let mut frames = hook();
+        frames.extend([
+            frame(
+                "std::sys::sync::mutex::futex::Mutex::lock_contended",
+                Some("/rustc/abc/library/std/src/sys/sync/mutex/futex.rs"),
+                9,
+            ),
+            frame("app::store::save", Some("/work/app/src/store.rs"), 12),
+        ]);
+        frames.extend(poll_tail());
+        assert!(!lock_owned_by_tokio(&frames, &paths()));
     }
 
     #[test]
