@@ -166,6 +166,26 @@ fn test_name() -> Option<String> {
     (!runtime_thread).then(|| name.to_owned())
 }
 
+impl RawViolation {
+    /// One call (or poll) seen now on the calling thread, in the task it is polling if any; no stack yet.
+    fn on_this_thread(event: Event, weight: Weight, duration: Duration, detail: Detail) -> RawViolation {
+        RawViolation {
+            event,
+            weight,
+            duration,
+            count: 1,
+            detail,
+            stack: RawStack::EMPTY,
+            site: None,
+            samples: Vec::new(),
+            thread_id: intercept::thread_id(),
+            thread_name: std::thread::current().name().map(str::to_owned),
+            timestamp: SystemTime::now(),
+            task: thread::current_task(),
+        }
+    }
+}
+
 /// The state a scope shares between its handles and the threads polling inside it.
 pub(crate) struct ScopeShared {
     id: u64,
@@ -300,20 +320,7 @@ impl ScopeShared {
         }
         self.push(
             &mut records,
-            RawViolation {
-                event,
-                weight,
-                duration,
-                count: 1,
-                detail,
-                stack: *stack,
-                site: None,
-                samples: Vec::new(),
-                thread_id: intercept::thread_id(),
-                thread_name: std::thread::current().name().map(str::to_owned),
-                timestamp: SystemTime::now(),
-                task: thread::current_task(),
-            },
+            RawViolation { stack: *stack, ..RawViolation::on_this_thread(event, weight, duration, detail) },
         );
     }
 
@@ -323,20 +330,9 @@ impl ScopeShared {
             &mut detail,
             format_args!("poll ran {busy:.1?} without yielding (threshold {:?})", self.threshold),
         );
-        let raw = RawViolation {
-            event: catalogue::SLOW_POLL,
-            weight: Weight::for_duration(busy, self.threshold),
-            duration: busy,
-            count: 1,
-            detail,
-            stack: RawStack::EMPTY,
-            site,
-            samples,
-            thread_id: intercept::thread_id(),
-            thread_name: std::thread::current().name().map(str::to_owned),
-            timestamp: SystemTime::now(),
-            task: thread::current_task(),
-        };
+        let weight = Weight::for_duration(busy, self.threshold);
+        let raw =
+            RawViolation { site, samples, ..RawViolation::on_this_thread(catalogue::SLOW_POLL, weight, busy, detail) };
         let mut records = self.lock();
         self.push(&mut records, raw);
     }

@@ -8,7 +8,6 @@ use pin_project_lite::pin_project;
 use super::registry;
 use crate::header::{ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::scope::Scope;
-use crate::violation::Violations;
 
 #[derive(Debug)]
 pub(crate) struct RequestInfo {
@@ -65,7 +64,7 @@ where
         if violations.is_empty() {
             return Poll::Ready(result);
         }
-        emit_events(&violations, &info);
+        crate::report::emit_tracing(&violations, Some((info.method.as_str(), info.path.as_str())));
         let header = ViolationsHeader::from_violations(&violations);
         registry::store(scope.id(), info.method, info.path, violations);
         Poll::Ready(result.map(|mut response| {
@@ -77,8 +76,4 @@ where
             response
         }))
     }
-}
-
-fn emit_events(violations: &Violations, info: &RequestInfo) {
-    crate::report::emit_tracing(violations, Some((info.method.as_str(), info.path.as_str())));
 }
