@@ -209,14 +209,22 @@ struct Writer {
 
 static WRITER: OnceLock<Option<Writer>> = OnceLock::new();
 
-/// The directory run files go to: `BLOCKCOP_REPORT_DIR`, else `$CARGO_TARGET_DIR/blockcop`, else
+/// The directory run files go to: `BLOCKCOP_REPORT_DIR`, else `$CARGO_TARGET_DIR/blockcop` (a relative one taken
+/// from the workspace root), else
 /// `<workspace root>/target/blockcop`, else `./target/blockcop`.
 pub fn report_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(ENV_REPORT_DIR).filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(target).join("blockcop");
+        // Cargo reads a relative target dir from where it was run, the workspace root, not from the test's
+        // working directory (its package).
+        let target = PathBuf::from(target);
+        let target = match crate::workspace_root() {
+            Some(root) if target.is_relative() => root.join(target),
+            _ => target,
+        };
+        return target.join("blockcop");
     }
     crate::workspace_root().map_or_else(|| PathBuf::from("target"), |r| r.join("target")).join("blockcop")
 }
