@@ -1,6 +1,15 @@
 //! The poll clock: raw TSC reads through `quanta` (about 10 ns here, against about 24 ns for `Instant::now`).
 //! The hot path compares raw tick differences against thresholds converted to ticks once; ticks become
 //! nanoseconds only when a duration is recorded.
+//!
+//! A poll reads the TSC once, when it begins. When it ends, the kernel's coarse clock (about 2 ns) tells whether
+//! it can have run for the slow-poll threshold; only then is the TSC read again for the exact duration. A poll
+//! the coarse clock shows shorter than the threshold less two of its ticks cannot be slow: the coarse clock lags
+//! real time by less than one tick when the kernel's ticks are on time, so a difference of two readings is within
+//! one tick of the real one, and the second tick covers a tick handled up to one period late. The coarse reading
+//! a poll starts from is not read at its beginning: it is the thread's latest, taken when its previous poll
+//! ended. An earlier reading only makes the difference larger (the first poll after a wait reads the TSC twice),
+//! never hides a slow poll.
 
 use std::sync::OnceLock;
 
@@ -60,6 +69,31 @@ impl Ticks {
     }
 }
 
+/// When a poll began: the raw tick, and a coarse-clock reading at or before it (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    pub(crate) ticks: u64,
+    pub(crate) coarse: u64,
+}
+
+/// The coarse clock in nanoseconds; 0 where there is none (then every poll's end reads the TSC).
+#[inline(always)]
+pub(crate) fn coarse() -> u64 {
+    crate::intercept::coarse_ns().unwrap_or(0)
+}
+
+/// For a slow-poll threshold of `threshold_ns`: the least coarse-clock difference between a poll's beginning and
+/// end at which the poll can have run that long, its threshold less two coarse ticks. 0 (always read the TSC) when
+/// there is no coarse clock or its ticks are too long for the threshold.
+pub(crate) fn coarse_slack_ns(threshold_ns: u64) -> u64 {
+    static RESOLUTION: OnceLock<Option<u64>> = OnceLock::new();
+    match *RESOLUTION.get_or_init(crate::intercept::coarse_resolution_ns) {
+        // A tick longer than 50 ms is not a kernel timer tick; do not trust it.
+        Some(res) if res <= 50_000_000 => threshold_ns.saturating_sub(res.saturating_mul(2)),
+        _ => 0,
+    }
+}
+
 /// Nanoseconds between two raw timestamps.
 #[inline]
 pub(crate) fn delta_ns(start: u64, end: u64) -> u64 {
@@ -82,5 +116,29 @@ mod tests {
         let ticks = ns_to_ticks(10_000_000);
         let ns = delta_ns(1_000, 1_000 + ticks);
         assert!((9_990_000..=10_010_000).contains(&ns), "{ns}");
+    }
+
+    #[test]
+    fn coarse_slack_leaves_two_ticks_of_margin() {
+        match crate::intercept::coarse_resolution_ns() {
+            Some(res) if res <= 50_000_000 => {
+                assert_eq!(coarse_slack_ns(10_000_000 + 2 * res), 10_000_000);
+                // A threshold within two ticks: every poll's end reads the TSC.
+                assert_eq!(coarse_slack_ns(2 * res), 0);
+                assert_eq!(coarse_slack_ns(res), 0);
+            }
+            _ => assert_eq!(coarse_slack_ns(10_000_000), 0),
+        }
+    }
+
+    #[test]
+    fn coarse_clock_keeps_up_with_the_precise_one() {
+        let Some(res) = crate::intercept::coarse_resolution_ns() else { return };
+        let (c0, t0) = (coarse(), now());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let (c1, t1) = (coarse(), now());
+        let (coarse_ns, precise_ns) = (c1 - c0, delta_ns(t0, t1));
+        // Within the margin the slow-poll check relies on: two coarse ticks.
+        assert!(coarse_ns + 2 * res >= precise_ns, "coarse {coarse_ns} ns, precise {precise_ns} ns, tick {res} ns");
     }
 }

@@ -74,6 +74,7 @@ impl Scope {
                 threshold: config.slow_poll_threshold(),
                 threshold_ns,
                 threshold_ticks: clock::ns_to_ticks(threshold_ns),
+                coarse_slack_ns: clock::coarse_slack_ns(threshold_ns),
                 ticks: clock::Ticks::get(),
                 cap: config.max_violations_per_scope(),
                 config: config.clone(),
@@ -198,6 +199,8 @@ pub(crate) struct ScopeShared {
     threshold_ns: u64,
     /// The threshold in raw clock ticks, so the hot path never converts.
     threshold_ticks: u64,
+    /// A poll whose coarse-clock difference is below this cannot be slow (see [`clock`]'s docs).
+    coarse_slack_ns: u64,
     ticks: clock::Ticks,
     cap: usize,
     records: Mutex<Records>,
@@ -255,25 +258,36 @@ impl ScopeShared {
     /// Runs `f` as one poll inside this scope, timing it.
     #[inline(always)]
     pub(crate) fn poll<R>(&self, site: Option<&'static Location<'static>>, f: impl FnOnce() -> R) -> R {
-        let start = self.ticks.now();
-        let _timer = PollTimer { entered: thread::enter(self, start), start, scope: self, site };
+        let start = self.stamp();
+        let _timer = PollTimer { entered: thread::enter(self, start.ticks), start, scope: self, site };
         f()
     }
 
-    /// A raw timestamp for the start of a poll.
+    /// The start of a poll.
     #[inline(always)]
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
-    pub(crate) fn now(&self) -> u64 {
-        self.ticks.now()
+    pub(crate) fn stamp(&self) -> clock::Stamp {
+        clock::Stamp { ticks: self.ticks.now(), coarse: thread::last_coarse() }
     }
 
     /// Ends a poll that started at `start`: a slow one (not counting time already reported or allowed since
-    /// `excluded_at_entry`) is recorded as a `slow_poll` with `site` as its call site.
+    /// `excluded_at_entry`) is recorded as a `slow_poll` with `site` as its call site. Reads the coarse clock, and
+    /// the TSC only when the poll can have been slow.
     #[inline(always)]
-    pub(crate) fn end_poll(&self, start: u64, excluded_at_entry: u64, site: Option<&'static Location<'static>>) {
+    pub(crate) fn end_poll(
+        &self,
+        start: clock::Stamp,
+        excluded_at_entry: u64,
+        site: Option<&'static Location<'static>>,
+    ) {
+        let coarse = clock::coarse();
+        thread::set_last_coarse(coarse);
+        if coarse.wrapping_sub(start.coarse) < self.coarse_slack_ns {
+            return;
+        }
         let end = self.ticks.now();
-        if end.wrapping_sub(start) >= self.threshold_ticks {
-            self.slow_poll(start, end, excluded_at_entry, site);
+        if end.wrapping_sub(start.ticks) >= self.threshold_ticks {
+            self.slow_poll(start.ticks, end, excluded_at_entry, site);
         }
     }
 
@@ -349,7 +363,7 @@ impl ScopeShared {
 
 /// Times one poll; on drop (also while unwinding) checks it against the slow-poll threshold, then leaves the scope.
 struct PollTimer<'a> {
-    start: u64,
+    start: clock::Stamp,
     scope: &'a ScopeShared,
     site: Option<&'static Location<'static>>,
     entered: thread::Entered<'a>,

@@ -139,6 +139,45 @@ pub(crate) fn rdtsc() -> Option<u64> {
     }
 }
 
+/// The kernel's coarse monotonic clock in nanoseconds (Linux: `CLOCK_MONOTONIC_COARSE`, the monotonic time at the
+/// last timer tick, read from the vDSO without a system call; about 2 ns in place against about 10 ns for `rdtsc`
+/// on the machine the README's numbers come from). `None` where there is no such clock.
+#[inline(always)]
+pub(crate) fn coarse_ns() -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec, which we own; the clock id is a constant the kernel knows.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+            return None;
+        }
+        Some((ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        None
+    }
+}
+
+/// The coarse clock's resolution in nanoseconds (the kernel's tick period: 4 ms at `HZ=250`), if there is one.
+pub(crate) fn coarse_resolution_ns() -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_getres writes one timespec, which we own.
+        if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+            return None;
+        }
+        let ns =
+            u64::try_from(ts.tv_sec).ok()?.checked_mul(1_000_000_000)?.checked_add(u64::try_from(ts.tv_nsec).ok()?)?;
+        (ns > 0).then_some(ns)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        None
+    }
+}
+
 /// Runs `f` when the process exits (`exit()` or returning from `main`), on the exiting thread, while other threads
 /// still run. Only the first function registered is kept (blockcop has one: flushing the run file).
 pub(crate) fn at_exit(f: fn()) {

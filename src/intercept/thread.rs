@@ -10,6 +10,7 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 
+use crate::clock::Stamp;
 use crate::sampler::{self, Slot};
 use crate::scope::{Scope, ScopeShared};
 
@@ -31,11 +32,25 @@ struct State {
     task: Cell<Option<TaskTag>>,
     /// This thread's watchdog slot, once registered.
     slot: Cell<Option<&'static Slot>>,
+    /// The coarse clock's latest reading on this thread (at the end of its latest poll; 0 before any).
+    last_coarse: Cell<u64>,
+    /// The task poll in progress that a runtime hook began, if any.
+    detached: Cell<DetachedPoll>,
+    /// This thread's own scope for the runtime hooks: the installation's key and the scope, which [`HELD`] holds.
+    own: Cell<(usize, *const ScopeShared)>,
 }
 
 thread_local! {
     static STATE: State = const {
-        State { current: Cell::new(ptr::null()), excluded_ns: Cell::new(0), task: Cell::new(None), slot: Cell::new(None) }
+        State {
+            current: Cell::new(ptr::null()),
+            excluded_ns: Cell::new(0),
+            task: Cell::new(None),
+            slot: Cell::new(None),
+            last_coarse: Cell::new(0),
+            detached: Cell::new(DetachedPoll::NONE),
+            own: Cell::new((0, ptr::null())),
+        }
     };
 }
 
@@ -70,6 +85,18 @@ fn publish_end(s: &State, outermost: bool) {
     }
 }
 
+/// The coarse clock's latest reading on this thread: at or before now, and 0 before this thread's first poll ends.
+#[inline(always)]
+pub(crate) fn last_coarse() -> u64 {
+    STATE.try_with(|s| s.last_coarse.get()).unwrap_or(0)
+}
+
+/// Keeps `coarse`, read now, as this thread's latest coarse-clock reading.
+#[inline(always)]
+pub(crate) fn set_last_coarse(coarse: u64) {
+    let _ = STATE.try_with(|s| s.last_coarse.set(coarse));
+}
+
 /// The task being polled on this thread, when a runtime hook began the poll.
 pub(crate) fn current_task() -> Option<TaskTag> {
     STATE.with(|s| s.task.get())
@@ -91,109 +118,147 @@ pub(crate) fn current_scope() -> Option<Arc<ScopeShared>> {
     }
 }
 
-/// A poll begun by one runtime hook and ended by another, so it cannot hold an [`Entered`] guard. The scope is
-/// kept here from the beginning of the poll until a later poll replaces it, so the pointer in `current` stays valid.
-#[cfg_attr(not(tokio_unstable), allow(dead_code))]
-struct Detached {
-    /// This thread's own scope for the runtime hooks, with the key of the installation it belongs to.
-    own: Option<(usize, Scope)>,
-    /// An inherited scope being polled (a request's, for a task spawned inside it).
-    scope: Option<Scope>,
-    /// Whether the poll in progress is in `scope` (else in `own`).
-    inherited: bool,
+/// A task poll begun by tokio's before-poll hook and ended by its after-poll hook, so it cannot hold an
+/// [`Entered`] guard: what the end needs, kept in [`State`].
+#[derive(Clone, Copy)]
+struct DetachedPoll {
+    /// How many task polls are in progress on this thread (a runtime's task polled inside another's): only the
+    /// outermost is timed.
+    depth: u32,
+    outermost: bool,
+    /// The scope polled in: this thread's own for the installation, or an inherited one, both held by [`HELD`].
+    scope: *const ScopeShared,
     prev: *const ScopeShared,
     excluded_at_entry: u64,
-    start: u64,
-    site: Option<&'static Location<'static>>,
-    active: bool,
-    outermost: bool,
+    start: Stamp,
+}
+
+impl DetachedPoll {
+    const NONE: DetachedPoll = DetachedPoll {
+        depth: 0,
+        outermost: false,
+        scope: ptr::null(),
+        prev: ptr::null(),
+        excluded_at_entry: 0,
+        start: Stamp { ticks: 0, coarse: 0 },
+    };
+}
+
+/// The scopes the runtime hooks poll in on this thread, kept alive here so that [`State`] can point at them: the
+/// thread's own scope for an installation, and the latest inherited scope polled (kept until another replaces it).
+struct Held {
+    own: Option<Scope>,
+    inherited: Option<Scope>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The thread is exiting: nothing may point at the scopes any more.
+        let _ = STATE.try_with(|s| s.own.set((0, ptr::null())));
+    }
 }
 
 thread_local! {
-    static DETACHED: RefCell<Detached> = const {
-        RefCell::new(Detached {
-            own: None,
-            scope: None,
-            inherited: false,
-            prev: ptr::null(),
-            excluded_at_entry: 0,
-            start: 0,
-            site: None,
-            active: false,
-            outermost: false,
-        })
-    };
+    static HELD: RefCell<Held> = const { RefCell::new(Held { own: None, inherited: None }) };
+}
+
+/// Holds `scope` as the inherited scope being polled; returns it, or null if it cannot be held (thread exiting).
+#[cold]
+fn hold_inherited(scope: &Scope) -> *const ScopeShared {
+    HELD.try_with(|h| {
+        let mut h = h.try_borrow_mut().ok()?;
+        if !h.inherited.as_ref().is_some_and(|held| Arc::ptr_eq(&held.shared, &scope.shared)) {
+            h.inherited = Some(scope.clone());
+        }
+        Some(Arc::as_ptr(&scope.shared))
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(ptr::null())
+}
+
+/// Makes (with `make_own`) and holds this thread's own scope for installation `key`; returns it, or null.
+#[cold]
+fn hold_own(s: &State, key: usize, make_own: impl FnOnce() -> Scope) -> *const ScopeShared {
+    // Making a scope locks and allocates: blockcop's own work, never recorded.
+    let scope = suspended(|_| make_own());
+    let ptr = Arc::as_ptr(&scope.shared);
+    let held = HELD.try_with(|h| match h.try_borrow_mut() {
+        Ok(mut h) => {
+            h.own = Some(scope);
+            true
+        }
+        Err(_) => false,
+    });
+    if held != Ok(true) {
+        return ptr::null();
+    }
+    s.own.set((key, ptr));
+    ptr
 }
 
 #[cfg_attr(not(tokio_unstable), allow(dead_code))]
 /// Begins a task poll (tokio's before-poll hook): in `inherited` when the task inherited a scope, otherwise in this
 /// thread's own scope for installation `own_key` (made by `make_own` the first time). A task poll inside another
 /// one on the same thread keeps the outer one.
+#[inline]
 pub(crate) fn begin_detached(
     inherited: Option<&Scope>,
     own_key: usize,
     make_own: impl FnOnce() -> Scope,
     task: Option<TaskTag>,
 ) {
-    DETACHED.with(|d| {
-        let Ok(mut d) = d.try_borrow_mut() else { return };
-        if d.active {
+    STATE.with(|s| {
+        let mut d = s.detached.get();
+        if d.depth > 0 {
+            d.depth += 1;
+            s.detached.set(d);
             return;
         }
-        let d = &mut *d;
-        let held: &ScopeShared = match inherited {
-            Some(scope) => {
-                if !d.scope.as_ref().is_some_and(|h| Arc::ptr_eq(&h.shared, &scope.shared)) {
-                    d.scope = Some(scope.clone());
-                }
-                d.inherited = true;
-                match d.scope.as_ref() {
-                    Some(h) => &h.shared,
-                    None => return,
-                }
-            }
-            None => {
-                if d.own.as_ref().is_none_or(|(k, _)| *k != own_key) {
-                    d.own = Some((own_key, make_own()));
-                }
-                d.inherited = false;
-                match d.own.as_ref() {
-                    Some((_, h)) => &h.shared,
-                    None => return,
-                }
-            }
+        let scope = match inherited {
+            Some(scope) => hold_inherited(scope),
+            None => match s.own.get() {
+                (key, own) if key == own_key && !own.is_null() => own,
+                _ => hold_own(s, own_key, make_own),
+            },
         };
-        let start = held.now();
-        STATE.with(|s| {
-            d.outermost = publish_begin(s, start);
-            s.task.set(task);
-            d.prev = s.current.replace(held);
-            d.excluded_at_entry = s.excluded_ns.get();
+        // SAFETY: a non-null `scope` points into a scope `HELD` holds: it is replaced only by a later call of this
+        // function (never while a poll is in progress, see `depth`), and `s.own` is cleared when `HELD` is dropped.
+        let Some(shared) = (unsafe { scope.as_ref() }) else { return };
+        let start = shared.stamp();
+        s.task.set(task);
+        s.detached.set(DetachedPoll {
+            depth: 1,
+            outermost: publish_begin(s, start.ticks),
+            scope,
+            prev: s.current.replace(scope),
+            excluded_at_entry: s.excluded_ns.get(),
+            start,
         });
-        d.site = task.map(|t| t.spawned_at);
-        d.active = true;
-        d.start = start;
     });
 }
 
 /// Ends the task poll [`begin_detached`] began (tokio's after-poll hook).
 #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+#[inline]
 pub(crate) fn end_detached() {
-    DETACHED.with(|d| {
-        let Ok(mut d) = d.try_borrow_mut() else { return };
-        if !d.active {
-            return;
+    STATE.with(|s| {
+        let d = s.detached.get();
+        match d.depth {
+            0 => return,
+            1 => s.detached.set(DetachedPoll::NONE),
+            _ => {
+                s.detached.set(DetachedPoll { depth: d.depth - 1, ..d });
+                return;
+            }
         }
-        d.active = false;
-        let held = if d.inherited { d.scope.as_ref() } else { d.own.as_ref().map(|(_, s)| s) };
-        if let Some(scope) = held {
-            scope.shared.end_poll(d.start, d.excluded_at_entry, d.site);
+        // SAFETY: as in `begin_detached`; `depth` was 1, so this is the poll that function began.
+        if let Some(shared) = unsafe { d.scope.as_ref() } {
+            shared.end_poll(d.start, d.excluded_at_entry, s.task.get().map(|t| t.spawned_at));
         }
-        STATE.with(|s| {
-            s.current.set(d.prev);
-            s.task.set(None);
-            publish_end(s, d.outermost);
-        });
+        s.current.set(d.prev);
+        s.task.set(None);
+        publish_end(s, d.outermost);
     });
 }
 
@@ -271,8 +336,7 @@ pub(crate) fn suspended<R>(f: impl FnOnce(Option<&ScopeShared>) -> R) -> R {
     // SAFETY: a non-null pointer in `current` was stored either by `enter` from a `&'a ScopeShared` whose
     // `Entered<'a>` guard is still alive further up this thread's stack (guards are only created and dropped in
     // strictly nested order inside blockcop, never leaked, and each restores the previous pointer on drop), or by
-    // `begin_detached` from the `Arc` that `DETACHED` holds until `end_detached` has restored the previous
-    // pointer. Either way the scope outlives this call, and the reference handed to `f` cannot escape it.
+    // `begin_detached` from a scope that `HELD` holds until `end_detached` has restored the previous pointer. Either way the scope outlives this call, and the reference handed to `f` cannot escape it.
     let scope = unsafe { restore.0.as_ref() };
     f(scope)
 }

@@ -236,6 +236,40 @@ mod hooks {
     }
 
     #[test]
+    fn a_task_polled_inside_another_runtimes_task_leaves_the_outer_poll_in_its_scope() {
+        if !blockcop::is_interposing() {
+            return;
+        }
+        let outer = runtime_with_hooks(support::Flavor::MultiThread);
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, "x").expect("write");
+        let spawned = line!() + 2;
+        outer.block_on(async move {
+            tokio::spawn(async move {
+                // A second runtime with blockcop's hooks polls its own task on this thread, inside this poll.
+                let n = tokio::task::block_in_place(|| {
+                    let inner = runtime_with_hooks(support::Flavor::CurrentThread);
+                    inner.block_on(async { tokio::spawn(async { 7 }).await })
+                });
+                assert_eq!(n.expect("inner task"), 7);
+                // The outer poll goes on in its scope after the inner one ended.
+                std::fs::metadata(&path).map(|m| m.len()) // blocks: statx
+            })
+            .await
+            .expect("task")
+            .expect("stat");
+        });
+        drop(outer);
+        let found = task_violations_spawned_at(spawned);
+        let v = found.iter().find(|v| v.event == "statx").unwrap_or_else(|| panic!("no statx in {found:?}"));
+        assert_eq!(
+            v.call_site.location().map(|l| l.line),
+            Some(support::marked_line_in(FILE, "std::fs::metadata(&path).map(|m| m.len()) //", "statx"))
+        );
+    }
+
+    #[test]
     fn user_hooks_are_chained() {
         let polls = Arc::new(AtomicUsize::new(0));
         let spawns = Arc::new(AtomicUsize::new(0));
