@@ -35,7 +35,7 @@ struct State {
     /// The coarse clock's latest reading on this thread (at the end of its latest poll; 0 before any).
     last_coarse: Cell<u64>,
     /// The task poll in progress that a runtime hook began, if any.
-    detached: Cell<DetachedPoll>,
+    detached: DetachedPoll,
     /// This thread's own scope for the runtime hooks: the installation's key and the scope, which [`HELD`] holds.
     own: Cell<(usize, *const ScopeShared)>,
 }
@@ -48,7 +48,7 @@ thread_local! {
             task: Cell::new(None),
             slot: Cell::new(None),
             last_coarse: Cell::new(0),
-            detached: Cell::new(DetachedPoll::NONE),
+            detached: DetachedPoll::NONE,
             own: Cell::new((0, ptr::null())),
         }
     };
@@ -119,28 +119,29 @@ pub(crate) fn current_scope() -> Option<Arc<ScopeShared>> {
 }
 
 /// A task poll begun by tokio's before-poll hook and ended by its after-poll hook, so it cannot hold an
-/// [`Entered`] guard: what the end needs, kept in [`State`].
-#[derive(Clone, Copy)]
+/// [`Entered`] guard: what the end needs, kept in [`State`] (one `Cell` per field: no copies of the whole).
 struct DetachedPoll {
     /// How many task polls are in progress on this thread (a runtime's task polled inside another's): only the
     /// outermost is timed.
-    depth: u32,
-    outermost: bool,
+    depth: Cell<u32>,
+    outermost: Cell<bool>,
     /// The scope polled in: this thread's own for the installation, or an inherited one, both held by [`HELD`].
-    scope: *const ScopeShared,
-    prev: *const ScopeShared,
-    excluded_at_entry: u64,
-    start: Stamp,
+    scope: Cell<*const ScopeShared>,
+    prev: Cell<*const ScopeShared>,
+    excluded_at_entry: Cell<u64>,
+    start_ticks: Cell<u64>,
+    start_coarse: Cell<u64>,
 }
 
 impl DetachedPoll {
     const NONE: DetachedPoll = DetachedPoll {
-        depth: 0,
-        outermost: false,
-        scope: ptr::null(),
-        prev: ptr::null(),
-        excluded_at_entry: 0,
-        start: Stamp { ticks: 0, coarse: 0 },
+        depth: Cell::new(0),
+        outermost: Cell::new(false),
+        scope: Cell::new(ptr::null()),
+        prev: Cell::new(ptr::null()),
+        excluded_at_entry: Cell::new(0),
+        start_ticks: Cell::new(0),
+        start_coarse: Cell::new(0),
     };
 }
 
@@ -209,10 +210,10 @@ pub(crate) fn begin_detached(
     task: Option<TaskTag>,
 ) {
     STATE.with(|s| {
-        let mut d = s.detached.get();
-        if d.depth > 0 {
-            d.depth += 1;
-            s.detached.set(d);
+        let d = &s.detached;
+        let depth = d.depth.get();
+        if depth > 0 {
+            d.depth.set(depth + 1);
             return;
         }
         let scope = match inherited {
@@ -227,14 +228,13 @@ pub(crate) fn begin_detached(
         let Some(shared) = (unsafe { scope.as_ref() }) else { return };
         let start = shared.stamp();
         s.task.set(task);
-        s.detached.set(DetachedPoll {
-            depth: 1,
-            outermost: publish_begin(s, start.ticks),
-            scope,
-            prev: s.current.replace(scope),
-            excluded_at_entry: s.excluded_ns.get(),
-            start,
-        });
+        d.depth.set(1);
+        d.outermost.set(publish_begin(s, start.ticks));
+        d.scope.set(scope);
+        d.prev.set(s.current.replace(scope));
+        d.excluded_at_entry.set(s.excluded_ns.get());
+        d.start_ticks.set(start.ticks);
+        d.start_coarse.set(start.coarse);
     });
 }
 
@@ -243,22 +243,23 @@ pub(crate) fn begin_detached(
 #[inline]
 pub(crate) fn end_detached() {
     STATE.with(|s| {
-        let d = s.detached.get();
-        match d.depth {
+        let d = &s.detached;
+        match d.depth.get() {
             0 => return,
-            1 => s.detached.set(DetachedPoll::NONE),
-            _ => {
-                s.detached.set(DetachedPoll { depth: d.depth - 1, ..d });
+            1 => d.depth.set(0),
+            depth => {
+                d.depth.set(depth - 1);
                 return;
             }
         }
         // SAFETY: as in `begin_detached`; `depth` was 1, so this is the poll that function began.
-        if let Some(shared) = unsafe { d.scope.as_ref() } {
-            shared.end_poll(d.start, d.excluded_at_entry, s.task.get().map(|t| t.spawned_at));
+        if let Some(shared) = unsafe { d.scope.get().as_ref() } {
+            let start = Stamp { ticks: d.start_ticks.get(), coarse: d.start_coarse.get() };
+            shared.end_poll(start, d.excluded_at_entry.get(), s.task.get().map(|t| t.spawned_at));
         }
-        s.current.set(d.prev);
+        s.current.set(d.prev.get());
         s.task.set(None);
-        publish_end(s, d.outermost);
+        publish_end(s, d.outermost.get());
     });
 }
 
