@@ -1,119 +1,162 @@
-//! The runtime hooks' cost and the watchdog's idle CPU, in one run:
+//! The runtime hooks' cost per poll and the watchdog's idle CPU, in one run:
 //!
-//! 1. per poll: 1M `yield_now` polls of one task on a multi_thread runtime without hooks, and with blockcop's
-//!    hooks installed (enabled): needs `--cfg tokio_unstable` (`cargo xtask bench` sets it);
+//! 1. per poll (needs `--cfg tokio_unstable`; `cargo xtask bench` sets it): `yield_now` polls on runtimes without
+//!    hooks, with four empty hooks (tokio's own cost of calling them), with blockcop's hooks (enabled), and with a
+//!    reference pair of hooks that only reads the TSC when a poll begins and keeps it in a thread local (the floor
+//!    of any precise poll timing). Three workloads:
+//!    - multi_thread, 2 workers, 1 task: wall time per poll (one worker polls while the other mostly sleeps);
+//!    - multi_thread, 2 workers, 64 tasks: process CPU time per poll (both workers busy);
+//!    - current_thread, 64 tasks: wall time per poll (the hooks' direct cost, with no second worker).
 //! 2. the watchdog thread's CPU time over 5 s with nothing to watch, as a share of one core.
 //!
-//! Rounds are interleaved; figures are medians, added costs medians of per-round differences.
+//! Rounds are short and interleaved; figures are medians, added costs medians of per-round differences with their
+//! quartiles (on a 2-core VM a multi_thread round moves by tens of ns).
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
 use blockcop::{Config, Scope};
 
-const POLLS: u64 = 1_000_000;
-const ROUNDS: usize = 11;
+#[cfg(tokio_unstable)]
+const POLLS: u64 = 250_000;
+#[cfg(tokio_unstable)]
+const ROUNDS: usize = 41;
 
 #[cfg(tokio_unstable)]
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod per_poll {
+    use std::cell::Cell;
 
-#[cfg(tokio_unstable)]
-fn ns_per_poll(rt: &tokio::runtime::Runtime) -> f64 {
-    rt.block_on(async {
-        let start = std::time::Instant::now();
-        tokio::spawn(async {
-            for _ in 0..POLLS {
-                tokio::task::yield_now().await;
+    use super::support::{self, Added, PerPoll};
+    use super::{Config, POLLS, ROUNDS};
+
+    const VARIANTS: [&str; 4] =
+        ["no hooks", "four empty hooks", "blockcop's hooks, enabled", "reference: one TSC read per poll"];
+
+    thread_local! {
+        static START: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn tsc() -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `rdtsc` has no preconditions on x86_64.
+        return unsafe { core::arch::x86_64::_rdtsc() };
+        #[cfg(not(target_arch = "x86_64"))]
+        return std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos() as u64);
+    }
+
+    fn runtime(multi: bool, variant: usize, enabled: &Config) -> tokio::runtime::Runtime {
+        let mut b = if multi {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        b.enable_all();
+        match variant {
+            1 => {
+                b.on_task_spawn(|_| {})
+                    .on_before_task_poll(|_| {})
+                    .on_after_task_poll(|_| {})
+                    .on_task_terminate(|_| {});
             }
-        })
-        .await
-        .expect("bench task");
-        start.elapsed().as_nanos() as f64 / POLLS as f64
-    })
-}
-
-/// CPU time of the thread whose name starts with `prefix` (Linux), in ns.
-fn thread_cpu_ns(prefix: &str) -> Option<u64> {
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = entry.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !comm.trim().starts_with(prefix) {
-            continue;
+            2 => blockcop::runtime::Hooks::new(enabled).install(&mut b).expect("hooks"),
+            3 => {
+                b.on_task_spawn(|_| {})
+                    .on_before_task_poll(|_| START.with(|s| s.set(tsc())))
+                    .on_after_task_poll(|_| {
+                        START.with(|s| std::hint::black_box(s.get()));
+                    })
+                    .on_task_terminate(|_| {});
+            }
+            _ => {}
         }
-        let tid: i32 = dir.file_name()?.to_str()?.parse().ok()?;
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // The kernel's per-thread CPU clock id for a tid (what glibc's pthread_getcpuclockid computes).
-        let clock = (!tid << 3) | 6;
-        // SAFETY: clock_gettime writes one timespec we own.
-        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-            return None;
-        }
-        return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+        b.build().expect("runtime")
     }
-    None
-}
 
-#[cfg(tokio_unstable)]
-fn per_poll(enabled: &Config) {
-    let plain = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    blockcop::runtime::Hooks::new(enabled).install(&mut b).expect("hooks");
-    let hooked = b.build().expect("rt");
-    // tokio's own cost of calling four hooks that do nothing, for reference.
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    b.on_task_spawn(|_| {}).on_before_task_poll(|_| {}).on_after_task_poll(|_| {}).on_task_terminate(|_| {});
-    let empty = b.build().expect("rt");
-    let runtimes = [&plain, &empty, &hooked];
-    let mut samples: [Vec<f64>; 3] = Default::default();
-    for rt in runtimes {
-        ns_per_poll(rt);
-    }
-    for _ in 0..ROUNDS {
-        for (i, rt) in runtimes.iter().enumerate() {
-            samples[i].push(ns_per_poll(rt));
+    fn workload(title: &str, multi: bool, tasks: u64, cpu: bool, enabled: &Config) -> Added {
+        let runtimes: Vec<_> = (0..VARIANTS.len()).map(|v| runtime(multi, v, enabled)).collect();
+        let measure = |rt: &tokio::runtime::Runtime| {
+            let PerPoll { wall, cpu: c } = support::yield_polls(rt, tasks, POLLS);
+            if cpu { c } else { wall }
+        };
+        let mut samples = vec![Vec::new(); VARIANTS.len()];
+        for rt in &runtimes {
+            measure(rt);
         }
+        for _ in 0..ROUNDS {
+            for (i, rt) in runtimes.iter().enumerate() {
+                samples[i].push(measure(rt));
+            }
+        }
+        println!("{title} ({} ns/poll)", if cpu { "CPU" } else { "wall" });
+        println!("  {:<36} {:>8.1}", VARIANTS[0], support::median(samples[0].clone()));
+        for (i, name) in VARIANTS.iter().enumerate().skip(1) {
+            println!(
+                "  {name:<36} {:>8.1}   {} over no hooks",
+                support::median(samples[i].clone()),
+                Added::of(&samples[i], &samples[0])
+            );
+        }
+        let over_empty = Added::of(&samples[2], &samples[1]);
+        println!("  blockcop's hooks over empty hooks    {over_empty}");
+        println!();
+        over_empty
     }
-    let added = |i: usize| median(samples[i].iter().zip(&samples[0]).map(|(x, y)| x - y).collect());
-    let (e, h) = (added(1), added(2));
-    let m: Vec<f64> = samples.iter().cloned().map(median).collect();
-    println!("per poll, multi_thread (ns/poll)");
-    println!("  no hooks                           {:>8.1}", m[0]);
-    println!("  four empty hooks (tokio's cost)    {:>8.1}   (+{e:.1})", m[1]);
-    println!(
-        "  blockcop's runtime hooks, enabled  {:>8.1}   (+{h:.1}; +{:.1} over empty hooks)   budget <= 25",
-        m[2],
-        h - e
-    );
-}
 
-#[cfg(not(tokio_unstable))]
-fn per_poll(_: &Config) {
-    println!("per poll: skipped, this build has no tokio task hooks (RUSTFLAGS=\"--cfg tokio_unstable\")");
+    pub fn run(enabled: &Config) -> Vec<(String, Added)> {
+        vec![
+            (
+                "multi_thread, 1 task (wall)".into(),
+                workload("per poll, multi_thread, 2 workers, 1 task", true, 1, false, enabled),
+            ),
+            (
+                "multi_thread, 64 tasks (CPU)".into(),
+                workload("per poll, multi_thread, 2 workers, 64 tasks", true, 64, true, enabled),
+            ),
+            (
+                "current_thread, 64 tasks (wall)".into(),
+                workload("per poll, current_thread, 64 tasks", false, 64, false, enabled),
+            ),
+        ]
+    }
 }
 
 fn main() {
     let enabled = Config::builder().enabled(true).build();
-    println!("runtime hooks and watchdog benchmark ({POLLS} polls per run, {ROUNDS} interleaved rounds)");
-    per_poll(&enabled);
+    #[cfg(tokio_unstable)]
+    let summary = {
+        println!("runtime hooks benchmark: {POLLS} polls per run, {ROUNDS} interleaved rounds");
+        println!();
+        per_poll::run(&enabled)
+    };
+    #[cfg(not(tokio_unstable))]
+    println!("per poll: skipped, this build has no tokio task hooks (RUSTFLAGS=\"--cfg tokio_unstable\")");
     // Starts the watchdog; then nothing polls.
     drop(Scope::new(&enabled));
     std::thread::sleep(Duration::from_millis(200));
     let window = Duration::from_secs(5);
-    let before = thread_cpu_ns("blockcop-watch");
+    let before = support::thread_cpu_ns("blockcop-watch");
     std::thread::sleep(window);
-    let after = thread_cpu_ns("blockcop-watch");
-    match (before, after) {
+    let after = support::thread_cpu_ns("blockcop-watch");
+    let idle = match (before, after) {
         (Some(b), Some(a)) => {
             let share = (a - b) as f64 / window.as_nanos() as f64 * 100.0;
-            println!(
-                "watchdog, idle: {:.3} ms of CPU in {window:?} = {share:.4} % of one core   budget < 0.1 %",
-                (a - b) as f64 / 1e6
-            );
+            format!("{:.3} ms of CPU in {window:?} = {share:.4} % of one core   budget < 0.1 %", (a - b) as f64 / 1e6)
         }
-        _ => println!("watchdog, idle: no watchdog thread found"),
+        _ => "no watchdog thread found".to_owned(),
+    };
+    println!("watchdog, idle: {idle}");
+    #[cfg(tokio_unstable)]
+    {
+        println!();
+        println!(
+            "summary: blockcop's runtime hooks, added per poll over four empty hooks (budget <= 25 ns on multi_thread)"
+        );
+        for (name, added) in summary {
+            println!("  {name:<34} {added}");
+        }
     }
 }
