@@ -140,15 +140,23 @@ pub(crate) fn rdtsc() -> Option<u64> {
 }
 
 /// The kernel's coarse monotonic clock in nanoseconds (Linux: `CLOCK_MONOTONIC_COARSE`, the monotonic time at the
-/// last timer tick, read from the vDSO without a system call; about 2 ns in place against about 10 ns for `rdtsc`
-/// on the machine the README's numbers come from). `None` where there is no such clock.
+/// last timer tick, read from the vDSO without a system call: about 2.5 ns against about 8 ns for `rdtsc` on the
+/// machine the README's numbers come from). `None` where there is no such clock.
 #[inline(always)]
 pub(crate) fn coarse_ns() -> Option<u64> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes one timespec, which we own; the clock id is a constant the kernel knows.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        let vdso = VDSO_CLOCK_GETTIME.load(std::sync::atomic::Ordering::Relaxed);
+        let rc = if vdso == 0 {
+            // SAFETY: clock_gettime writes one timespec, which we own; the clock id is a constant the kernel knows.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) }
+        } else {
+            // SAFETY: a non-zero `VDSO_CLOCK_GETTIME` is the vDSO's own `clock_gettime` (see `find_vdso_clock`),
+            // which has libc's signature and contract; it writes one timespec, which we own.
+            unsafe { std::mem::transmute::<usize, ClockGettime>(vdso)(libc::CLOCK_MONOTONIC_COARSE, &mut ts) }
+        };
+        if rc != 0 {
             return None;
         }
         Some((ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64))
@@ -159,10 +167,56 @@ pub(crate) fn coarse_ns() -> Option<u64> {
     }
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+type ClockGettime = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
+
+/// The vDSO's `clock_gettime`, once found (0: not found, use libc's). Calling it directly skips glibc's wrapper,
+/// about 1.7 ns of the 4 ns a coarse read costs through libc here.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+static VDSO_CLOCK_GETTIME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Looks the vDSO's `clock_gettime` up (glibc lists the vDSO among the loaded objects as `linux-vdso.so.1`) and
+/// keeps it if it agrees with libc's.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn find_vdso_clock() {
+    #[cfg(target_arch = "x86_64")]
+    const SYMBOL: &std::ffi::CStr = c"__vdso_clock_gettime";
+    #[cfg(not(target_arch = "x86_64"))]
+    const SYMBOL: &std::ffi::CStr = c"__kernel_clock_gettime";
+    // SAFETY: RTLD_NOLOAD only looks for an object already loaded, and dlsym reads its symbol table; both take
+    // NUL-terminated names.
+    let sym = unsafe {
+        let handle = libc::dlopen(c"linux-vdso.so.1".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+        if handle.is_null() {
+            return;
+        }
+        libc::dlsym(handle, SYMBOL.as_ptr())
+    };
+    if sym.is_null() {
+        return;
+    }
+    // SAFETY: the vDSO's clock_gettime has libc's signature.
+    let vdso = unsafe { std::mem::transmute::<*mut libc::c_void, ClockGettime>(sym) };
+    let read = |f: ClockGettime| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: writes one timespec we own.
+        (unsafe { f(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0).then_some((ts.tv_sec, ts.tv_nsec))
+    };
+    let (a, b, c) = (read(libc::clock_gettime), read(vdso), read(libc::clock_gettime));
+    if let (Some(a), Some(b), Some(c)) = (a, b, c)
+        && a <= b
+        && b <= c
+    {
+        VDSO_CLOCK_GETTIME.store(sym as usize, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The coarse clock's resolution in nanoseconds (the kernel's tick period: 4 ms at `HZ=250`), if there is one.
+/// The first call also finds the fastest way to read the clock.
 pub(crate) fn coarse_resolution_ns() -> Option<u64> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
+        find_vdso_clock();
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_getres writes one timespec, which we own.
         if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
@@ -216,6 +270,19 @@ pub(crate) fn thread_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn coarse_clock_is_read_through_the_vdso_and_agrees_with_libc() {
+        assert!(coarse_resolution_ns().is_some());
+        assert_ne!(VDSO_CLOCK_GETTIME.load(std::sync::atomic::Ordering::Relaxed), 0, "glibc lists linux-vdso.so.1");
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: writes one timespec we own.
+        assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) }, 0);
+        let libc_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let ours = coarse_ns().expect("coarse clock");
+        assert!(ours >= libc_ns && ours - libc_ns < 1_000_000_000, "libc {libc_ns}, vDSO {ours}");
+    }
 
     #[test]
     fn detail_truncates_on_a_char_boundary() {

@@ -48,7 +48,7 @@ thread_local! {
             task: Cell::new(None),
             slot: Cell::new(None),
             last_coarse: Cell::new(0),
-            detached: DetachedPoll::NONE,
+            detached: DetachedPoll::new(),
             own: Cell::new((0, ptr::null())),
         }
     };
@@ -134,15 +134,17 @@ struct DetachedPoll {
 }
 
 impl DetachedPoll {
-    const NONE: DetachedPoll = DetachedPoll {
-        depth: Cell::new(0),
-        outermost: Cell::new(false),
-        scope: Cell::new(ptr::null()),
-        prev: Cell::new(ptr::null()),
-        excluded_at_entry: Cell::new(0),
-        start_ticks: Cell::new(0),
-        start_coarse: Cell::new(0),
-    };
+    const fn new() -> DetachedPoll {
+        DetachedPoll {
+            depth: Cell::new(0),
+            outermost: Cell::new(false),
+            scope: Cell::new(ptr::null()),
+            prev: Cell::new(ptr::null()),
+            excluded_at_entry: Cell::new(0),
+            start_ticks: Cell::new(0),
+            start_coarse: Cell::new(0),
+        }
+    }
 }
 
 /// The scopes the runtime hooks poll in on this thread, kept alive here so that [`State`] can point at them: the
