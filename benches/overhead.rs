@@ -1,13 +1,14 @@
 //! blockcop's costs, measured in one run on the same workloads:
 //!
-//! 1. per poll: 1M `yield_now` polls of one task, plain / `instrument` with blockcop disabled / enabled /
-//!    tokio-metrics' `TaskMonitor::instrument`, on current_thread and multi_thread runtimes;
+//! 1. per poll: `yield_now` polls of one task, plain / `instrument` with blockcop disabled / enabled /
+//!    tokio-metrics' `TaskMonitor::instrument`, on current_thread and multi_thread (1 and 2 workers) runtimes;
 //! 2. per intercepted libc call outside a scope: a 1-byte `read` of /dev/zero through the hook against libc's
 //!    own `read` (found with `dlsym(RTLD_NEXT)`);
 //! 3. per recorded violation before symbolization: the same `read` inside a scope.
 //!
-//! Variants run interleaved, several rounds; each figure is the median of the rounds, and each added cost the
-//! median of the per-round differences (so a round disturbed by the machine moves one sample, not the result).
+//! Variants run interleaved, many short rounds; each figure is the median of the rounds, and each added cost the
+//! median of the per-round differences with their quartiles (so a round disturbed by the machine moves one sample,
+//! not the result).
 //! Run with `cargo bench --bench overhead` or `cargo xtask bench`.
 
 use std::ffi::{c_int, c_void};
@@ -17,10 +18,15 @@ use std::time::{Duration, Instant};
 
 use blockcop::{Config, Scope};
 
-const POLLS: u64 = 1_000_000;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Added, median};
+
+const POLLS: u64 = 250_000;
 const CALLS: u64 = 1_000_000;
 const RECORDED_CALLS: u64 = 100_000;
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 31;
 
 async fn yields(n: u64) {
     for _ in 0..n {
@@ -55,11 +61,6 @@ fn ns_per_poll(rt: &tokio::runtime::Runtime, wrap: Wrap, enabled: &Config) -> f6
         Wrap::TaskMonitor => spawn_timed(rt, tokio_metrics::TaskMonitor::new().instrument(work)),
     };
     elapsed.as_nanos() as f64 / POLLS as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 type ReadFn = unsafe extern "C" fn(c_int, *mut c_void, usize) -> isize;
@@ -101,12 +102,13 @@ fn main() {
     println!();
 
     let mut summary = Vec::new();
+    let multi = |workers| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime")
+    };
     for (flavor, rt) in [
         ("current_thread", tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")),
-        (
-            "multi_thread",
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime"),
-        ),
+        ("multi_thread, 1 worker", multi(1)),
+        ("multi_thread, 2 workers", multi(2)),
     ] {
         let wraps = [Wrap::Plain, Wrap::Disabled, Wrap::Enabled, Wrap::TaskMonitor];
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); wraps.len()];
@@ -119,18 +121,17 @@ fn main() {
                 samples[i].push(ns_per_poll(&rt, *w, &enabled));
             }
         }
-        let added = |i: usize| median(samples[i].iter().zip(&samples[0]).map(|(x, p)| x - p).collect());
-        let d: Vec<f64> = (0..wraps.len()).map(added).collect();
+        let d: Vec<Added> = samples.iter().map(|s| Added::of(s, &samples[0])).collect();
         let m: Vec<f64> = samples.into_iter().map(median).collect();
         println!("per poll, {flavor} (ns/poll)");
         println!("  plain future                       {:>8.1}", m[0]);
-        println!("  blockcop::instrument, disabled     {:>8.1}   (+{:.1})", m[1], d[1]);
-        println!("  blockcop::instrument, enabled      {:>8.1}   (+{:.1})", m[2], d[2]);
-        println!("  tokio-metrics TaskMonitor          {:>8.1}   (+{:.1})", m[3], d[3]);
+        println!("  blockcop::instrument, disabled     {:>8.1}   {}", m[1], d[1]);
+        println!("  blockcop::instrument, enabled      {:>8.1}   {}", m[2], d[2]);
+        println!("  tokio-metrics TaskMonitor          {:>8.1}   {}", m[3], d[3]);
         println!();
         summary.push(format!(
-            "{flavor}: enabled +{:.1} ns/poll, disabled +{:.1} ns/poll, TaskMonitor +{:.1} ns/poll",
-            d[2], d[1], d[3]
+            "{flavor:<24} enabled {}, disabled {:+.1}, TaskMonitor {:+.1} ns/poll",
+            d[2], d[1].median, d[3].median
         ));
     }
 
