@@ -159,7 +159,7 @@ fn main() {
             "summary: blockcop's runtime hooks, added per poll over four empty hooks (budget <= 25 ns on multi_thread)"
         );
         for (name, added) in summary {
-            println!("  {name:<34} {added}");
+            println!("  {name:<40} {added}");
         }
     }
 }
