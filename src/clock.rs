@@ -2,13 +2,13 @@
 //! The hot path compares raw tick differences against thresholds converted to ticks once; ticks become
 //! nanoseconds only when a duration is recorded.
 //!
-//! A poll reads the TSC once, when it begins. When it ends, the kernel's coarse clock (about 2 ns) tells whether
+//! A poll reads the TSC once, when it begins. When it ends, the kernel's coarse clock (about 2.5 ns) tells whether
 //! it can have run for the slow-poll threshold; only then is the TSC read again for the exact duration. A poll
 //! the coarse clock shows shorter than the threshold less two of its ticks cannot be slow: the coarse clock lags
 //! real time by less than one tick when the kernel's ticks are on time, so a difference of two readings is within
 //! one tick of the real one, and the second tick covers a tick handled up to one period late. The coarse reading
 //! a poll starts from is not read at its beginning: it is the thread's latest, taken when its previous poll
-//! ended. An earlier reading only makes the difference larger (the first poll after a wait reads the TSC twice),
+//! ended. An earlier reading only makes the difference larger (a poll after a long wait reads the TSC twice),
 //! never hides a slow poll.
 
 use std::sync::OnceLock;
