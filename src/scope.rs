@@ -375,3 +375,34 @@ impl Drop for PollTimer<'_> {
         self.scope.end_poll(self.start, self.entered.excluded_at_entry(), self.site);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::Level;
+
+    fn spin(d: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < d {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[test]
+    fn a_slow_poll_right_after_a_short_one_is_reported_and_short_ones_are_not() {
+        let config = Config::builder().enabled(true).slow_poll_threshold(Duration::from_millis(20)).build();
+        let scope = Scope::new(&config);
+        // The short poll leaves this thread a fresh coarse-clock reading, which the next poll starts from.
+        scope.in_scope(|| ());
+        scope.in_scope(|| spin(Duration::from_millis(80)));
+        scope.in_scope(|| ());
+        let v = scope.take_violations();
+        assert_eq!(v.list.len(), 1, "{v:?}");
+        let slow = &v.list[0];
+        assert_eq!(slow.event, "slow_poll");
+        assert!(slow.duration >= Duration::from_millis(20), "{slow:?}");
+        assert!(v.level() >= Level::Medium);
+    }
+}
