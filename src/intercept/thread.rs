@@ -54,6 +54,16 @@ thread_local! {
     };
 }
 
+/// This thread's state, without a closure around the code using it (so that the runtime hooks' code inlines into
+/// one function).
+#[inline(always)]
+fn state() -> &'static State {
+    // SAFETY: `STATE` is a `const`-initialised thread local without a destructor: its storage exists, initialised,
+    // for as long as the thread runs and is never dropped, so the reference is valid wherever the thread can use
+    // it. `State` is not `Sync` (it is made of `Cell`s), so the reference cannot reach another thread.
+    STATE.with(|s| unsafe { &*ptr::from_ref(s) })
+}
+
 /// This thread's watchdog slot, if registered. Async-signal-safe: one read of a `const` thread local.
 #[inline(always)]
 pub(crate) fn current_slot() -> Option<&'static Slot> {
@@ -211,58 +221,56 @@ pub(crate) fn begin_detached(
     make_own: impl FnOnce() -> Scope,
     task: Option<TaskTag>,
 ) {
-    STATE.with(|s| {
-        let d = &s.detached;
-        let depth = d.depth.get();
-        if depth > 0 {
-            d.depth.set(depth + 1);
-            return;
-        }
-        let scope = match inherited {
-            Some(scope) => hold_inherited(scope),
-            None => match s.own.get() {
-                (key, own) if key == own_key && !own.is_null() => own,
-                _ => hold_own(s, own_key, make_own),
-            },
-        };
-        // SAFETY: a non-null `scope` points into a scope `HELD` holds: it is replaced only by a later call of this
-        // function (never while a poll is in progress, see `depth`), and `s.own` is cleared when `HELD` is dropped.
-        let Some(shared) = (unsafe { scope.as_ref() }) else { return };
-        let start = shared.stamp();
-        s.task.set(task);
-        d.depth.set(1);
-        d.outermost.set(publish_begin(s, start.ticks));
-        d.scope.set(scope);
-        d.prev.set(s.current.replace(scope));
-        d.excluded_at_entry.set(s.excluded_ns.get());
-        d.start_ticks.set(start.ticks);
-        d.start_coarse.set(start.coarse);
-    });
+    let s = state();
+    let d = &s.detached;
+    let depth = d.depth.get();
+    if depth > 0 {
+        d.depth.set(depth + 1);
+        return;
+    }
+    let scope = match inherited {
+        Some(scope) => hold_inherited(scope),
+        None => match s.own.get() {
+            (key, own) if key == own_key && !own.is_null() => own,
+            _ => hold_own(s, own_key, make_own),
+        },
+    };
+    // SAFETY: a non-null `scope` points into a scope `HELD` holds: it is replaced only by a later call of this
+    // function (never while a poll is in progress, see `depth`), and `s.own` is cleared when `HELD` is dropped.
+    let Some(shared) = (unsafe { scope.as_ref() }) else { return };
+    let start = shared.stamp();
+    s.task.set(task);
+    d.depth.set(1);
+    d.outermost.set(publish_begin(s, start.ticks));
+    d.scope.set(scope);
+    d.prev.set(s.current.replace(scope));
+    d.excluded_at_entry.set(s.excluded_ns.get());
+    d.start_ticks.set(start.ticks);
+    d.start_coarse.set(start.coarse);
 }
 
 /// Ends the task poll [`begin_detached`] began (tokio's after-poll hook).
 #[cfg_attr(not(tokio_unstable), allow(dead_code))]
 #[inline]
 pub(crate) fn end_detached() {
-    STATE.with(|s| {
-        let d = &s.detached;
-        match d.depth.get() {
-            0 => return,
-            1 => d.depth.set(0),
-            depth => {
-                d.depth.set(depth - 1);
-                return;
-            }
+    let s = state();
+    let d = &s.detached;
+    match d.depth.get() {
+        0 => return,
+        1 => d.depth.set(0),
+        depth => {
+            d.depth.set(depth - 1);
+            return;
         }
-        // SAFETY: as in `begin_detached`; `depth` was 1, so this is the poll that function began.
-        if let Some(shared) = unsafe { d.scope.get().as_ref() } {
-            let start = Stamp { ticks: d.start_ticks.get(), coarse: d.start_coarse.get() };
-            shared.end_poll(start, d.excluded_at_entry.get(), s.task.get().map(|t| t.spawned_at));
-        }
-        s.current.set(d.prev.get());
-        s.task.set(None);
-        publish_end(s, d.outermost.get());
-    });
+    }
+    // SAFETY: as in `begin_detached`; `depth` was 1, so this is the poll that function began.
+    if let Some(shared) = unsafe { d.scope.get().as_ref() } {
+        let start = Stamp { ticks: d.start_ticks.get(), coarse: d.start_coarse.get() };
+        shared.end_poll(start, d.excluded_at_entry.get(), s.task.get().map(|t| t.spawned_at));
+    }
+    s.current.set(d.prev.get());
+    s.task.set(None);
+    publish_end(s, d.outermost.get());
 }
 
 /// True when this thread is polling task code inside a scope and detection is not suspended.
