@@ -187,7 +187,9 @@ impl RawViolation {
     }
 }
 
-/// The state a scope shares between its handles and the threads polling inside it.
+/// The state a scope shares between its handles and the threads polling inside it. Each poll reads it; it is
+/// aligned to (so fills whole) 128-byte line pairs, so that no heap neighbour another thread writes shares them.
+#[repr(align(128))]
 pub(crate) struct ScopeShared {
     id: u64,
     origin: Origin,

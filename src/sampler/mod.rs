@@ -211,8 +211,19 @@ struct Settings {
     stuck_ns: AtomicU64,
 }
 
-/// The watchdog found nothing to watch and sleeps until a poll begins (or 100 ms pass, to drain).
-static WATCHDOG_IDLE: AtomicBool = AtomicBool::new(false);
+/// The watchdog found nothing to watch and sleeps until a poll begins (or 100 ms pass, to drain). Every poll reads
+/// it: it has its 128-byte line pair to itself, so that no neighbouring static written elsewhere shares it.
+static WATCHDOG_IDLE: IdleFlag = IdleFlag(AtomicBool::new(false));
+
+#[repr(align(128))]
+struct IdleFlag(AtomicBool);
+
+impl std::ops::Deref for IdleFlag {
+    type Target = AtomicBool;
+    fn deref(&self) -> &AtomicBool {
+        &self.0
+    }
+}
 static WATCHDOG_THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
 
 #[cold]
