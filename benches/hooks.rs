@@ -13,8 +13,8 @@
 //!    - current_thread, 64 tasks: wall time per poll, the hooks' direct cost.
 //! 2. the watchdog thread's CPU time over 5 s with nothing to watch, as a share of one core.
 //!
-//! Rounds are short and interleaved; figures are medians, added costs medians of per-round differences with their
-//! quartiles (on a 2-core VM a multi_thread round moves by tens of ns).
+//! Rounds are short and interleaved, each on freshly built runtimes; figures are medians, added costs medians of
+//! per-round differences with their quartiles (on a 2-core VM a multi_thread round moves by tens of ns).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -82,18 +82,21 @@ mod per_poll {
     }
 
     fn workload(title: &str, workers: usize, tasks: u64, cpu: bool, enabled: &Config) -> Added {
-        let runtimes: Vec<_> = (0..VARIANTS.len()).map(|v| runtime(workers, v, enabled)).collect();
-        let measure = |rt: &tokio::runtime::Runtime| {
-            let PerPoll { wall, cpu: c } = support::yield_polls(rt, tasks, POLLS);
+        // A fresh runtime for each variant in each round (built outside the measured part): a runtime whose
+        // allocations happen to land badly (seen here: every poll 100-190 ns slower, for any variant, hooks or not)
+        // then spoils one round, not a whole variant.
+        let measure = |variant: usize| {
+            let rt = runtime(workers, variant, enabled);
+            let PerPoll { wall, cpu: c } = support::yield_polls(&rt, tasks, POLLS);
             if cpu { c } else { wall }
         };
         let mut samples = vec![Vec::new(); VARIANTS.len()];
-        for rt in &runtimes {
-            measure(rt);
+        for variant in 0..VARIANTS.len() {
+            measure(variant);
         }
         for _ in 0..ROUNDS {
-            for (i, rt) in runtimes.iter().enumerate() {
-                samples[i].push(measure(rt));
+            for (variant, samples) in samples.iter_mut().enumerate() {
+                samples.push(measure(variant));
             }
         }
         println!("{title} ({} ns/poll)", if cpu { "CPU" } else { "wall" });

@@ -201,9 +201,8 @@ mod hooks {
     use crate::intercept::thread::{self, TaskTag};
 
     /// State shared by one installation's hooks, which every poll reads on every worker thread. Aligned to (so
-    /// filling whole) 128-byte line pairs: a heap neighbour that another worker writes on every poll would otherwise
-    /// make each read a cache miss (two of five benchmark runs before this alignment measured every poll 190 ns
-    /// slower; none of four since).
+    /// filling whole) 128-byte line pairs, so that no heap neighbour that another worker writes on every poll can
+    /// make each read a cache miss.
     #[repr(align(128))]
     struct Installed {
         config: Config,
