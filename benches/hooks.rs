@@ -87,6 +87,8 @@ mod per_poll {
         // then spoils one round, not a whole variant.
         let measure = |variant: usize| {
             let rt = runtime(workers, variant, enabled);
+            // Its workers started and warm before the timed run.
+            support::yield_polls(&rt, tasks, POLLS / 10);
             let PerPoll { wall, cpu: c } = support::yield_polls(&rt, tasks, POLLS);
             if cpu { c } else { wall }
         };

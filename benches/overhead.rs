@@ -102,21 +102,27 @@ fn main() {
     println!();
 
     let mut summary = Vec::new();
-    let multi = |workers| {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime")
+    let build = |workers: usize| {
+        if workers == 0 {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+        } else {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime")
+        }
     };
-    for (flavor, rt) in [
-        ("current_thread", tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")),
-        ("multi_thread, 1 worker", multi(1)),
-        ("multi_thread, 2 workers", multi(2)),
-    ] {
+    for (flavor, workers) in [("current_thread", 0), ("multi_thread, 1 worker", 1), ("multi_thread, 2 workers", 2)] {
         let wraps = [Wrap::Plain, Wrap::Disabled, Wrap::Enabled, Wrap::TaskMonitor];
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); wraps.len()];
         // One warm-up round, not counted.
+        let rt = build(workers);
         for w in wraps {
             ns_per_poll(&rt, w, &enabled);
         }
+        // A fresh runtime each round, shared by the round's variants: a runtime instance whose allocations land
+        // badly slows every variant of its round alike, and the per-round differences cancel it.
         for _ in 0..ROUNDS {
+            let rt = build(workers);
+            // Its workers started and warm before the first variant is timed.
+            ns_per_poll(&rt, Wrap::Plain, &enabled);
             for (i, w) in wraps.iter().enumerate() {
                 samples[i].push(ns_per_poll(&rt, *w, &enabled));
             }
