@@ -1,6 +1,6 @@
 //! The tower layer and the test harness, over real loopback HTTP against the notes test app: header presence or
 //! absence, level, and that `first`/`worst` name the app's exact `file:line`; the fixed twins stay clean; the
-//! failure report is readable.
+//! failure report is readable. Also a plain tower service on hyper, and a tonic gRPC server.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -270,4 +270,68 @@ async fn plain_tower_service_on_hyper() {
     let h = res.expect_violation(Level::High);
     assert_eq!(h.first.event, "clock_nanosleep");
     assert_eq!(h.first.file_line(), Some(("integration/tests/layer/main.rs", line)));
+}
+
+/// Serves tonic-health's service (status: serving) behind the gRPC interceptor `auth`, with the layer in front.
+async fn grpc_health_server<F>(auth: F) -> std::net::SocketAddr
+where
+    F: tonic::service::Interceptor + Clone + Send + Sync + 'static,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = tonic::service::interceptor::InterceptedService::new(health, auth);
+    let server = tonic::transport::Server::builder()
+        .layer(BlockCopLayer::new(on()))
+        .add_service(service)
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(async move {
+        let _reporter = reporter;
+        server.await
+    });
+    addr
+}
+
+/// A health check against `addr`; the response with its metadata.
+async fn grpc_health_check(addr: std::net::SocketAddr) -> tonic::Response<tonic_health::pb::HealthCheckResponse> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel.expect("connect"));
+    let res = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("check");
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving;
+    assert_eq!(res.get_ref().status, serving as i32);
+    res
+}
+
+/// A tonic gRPC server whose auth interceptor reads its token file with `std::fs` on every call: the violation
+/// reaches the gRPC response's metadata with the interceptor's exact line; a clean interceptor leaves no header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_grpc_service_gets_the_header_in_its_response_metadata() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "secret").expect("write token");
+    let blocking = grpc_health_server(move |req: tonic::Request<()>| {
+        let token = std::fs::read_to_string(&token_file); // blocks: open64
+        token.map(|_| req).map_err(|e| tonic::Status::internal(e.to_string()))
+    })
+    .await;
+    let clean = grpc_health_server(Ok::<_, tonic::Status>).await;
+
+    let res = grpc_health_check(blocking).await;
+    let value = res.metadata().get(X_BLOCKING_VIOLATIONS.as_str()).expect("header on the blocking server's response");
+    let h = ViolationsHeader::parse(value.to_str().expect("ascii")).expect("well-formed");
+    assert_eq!(h.level, Level::Medium);
+    assert_entry(
+        &h.first,
+        "open64",
+        "integration/tests/layer/main.rs",
+        "std::fs::read_to_string(&token_file)",
+        "open64",
+    );
+
+    let res = grpc_health_check(clean).await;
+    assert!(res.metadata().get(X_BLOCKING_VIOLATIONS.as_str()).is_none(), "the clean server adds no header");
 }
