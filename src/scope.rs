@@ -231,6 +231,11 @@ impl Drop for ScopeShared {
 const RUNTIME_SCOPE_CAP: usize = 4096;
 
 impl ScopeShared {
+    /// The request, task and test the scope's records belong to.
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     /// Whether tasks spawned inside this scope inherit it.
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     pub(crate) fn inheritable(&self) -> bool {

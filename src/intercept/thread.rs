@@ -34,6 +34,9 @@ struct State {
     slot: Cell<Option<&'static Slot>>,
     /// The coarse clock's latest reading on this thread (at the end of its latest poll; 0 before any).
     last_coarse: Cell<u64>,
+    /// While detection is suspended inside a scope (a blocking call being recorded, blockcop's own work): that
+    /// scope, for the sampling signal handler; null otherwise.
+    suspended: Cell<*const ScopeShared>,
     /// The task poll in progress that a runtime hook began, if any.
     detached: DetachedPoll,
     /// This thread's own scope for the runtime hooks: the installation's key and the scope, which [`HELD`] holds.
@@ -48,6 +51,7 @@ thread_local! {
             task: Cell::new(None),
             slot: Cell::new(None),
             last_coarse: Cell::new(0),
+            suspended: Cell::new(ptr::null()),
             detached: DetachedPoll::new(),
             own: Cell::new((0, ptr::null())),
         }
@@ -105,6 +109,25 @@ pub(crate) fn last_coarse() -> u64 {
 #[inline(always)]
 pub(crate) fn set_last_coarse(coarse: u64) {
     let _ = STATE.try_with(|s| s.last_coarse.set(coarse));
+}
+
+/// What this thread is polling, for the sampling signal handler: the scope (with one more strong count taken for
+/// the caller, who owns it) and the task. Async-signal-safe: reads of a `const` thread local and one atomic
+/// increment, nothing allocated or freed.
+pub(crate) fn poll_context_for_signal() -> (*const ScopeShared, Option<TaskTag>) {
+    let (scope, task) = STATE
+        .try_with(|s| {
+            let current = s.current.get();
+            (if current.is_null() { s.suspended.get() } else { current }, s.task.get())
+        })
+        .unwrap_or((ptr::null(), None));
+    if !scope.is_null() {
+        // SAFETY: a non-null `current` (or `suspended`, the `current` that `suspended()` set aside until it
+        // restores it) points into a live `Arc<ScopeShared>` that the interrupted poll keeps alive (see
+        // `suspended`), so one more strong count can be taken; the caller releases it with `Arc::from_raw`.
+        unsafe { Arc::increment_strong_count(scope) };
+    }
+    (scope, task)
 }
 
 /// The task being polled on this thread, when a runtime hook began the poll.
@@ -337,17 +360,31 @@ pub(crate) fn exclude(ns: u64) {
 /// This is the re-entrancy guard: blockcop's own work inside a hook (capturing a stack, allocating, symbolizing,
 /// logging) calls hooked functions, which then see no scope and pass straight through.
 pub(crate) fn suspended<R>(f: impl FnOnce(Option<&ScopeShared>) -> R) -> R {
-    struct Restore(*const ScopeShared);
+    struct Restore {
+        current: *const ScopeShared,
+        suspended: *const ScopeShared,
+    }
     impl Drop for Restore {
         fn drop(&mut self) {
-            STATE.with(|s| s.current.set(self.0));
+            STATE.with(|s| {
+                s.current.set(self.current);
+                s.suspended.set(self.suspended);
+            });
         }
     }
-    let restore = Restore(STATE.with(|s| s.current.replace(ptr::null())));
+    let restore = STATE.with(|s| {
+        let current = s.current.replace(ptr::null());
+        let suspended = s.suspended.get();
+        if !current.is_null() {
+            s.suspended.set(current);
+        }
+        Restore { current, suspended }
+    });
     // SAFETY: a non-null pointer in `current` was stored either by `enter` from a `&'a ScopeShared` whose
     // `Entered<'a>` guard is still alive further up this thread's stack (guards are only created and dropped in
     // strictly nested order inside blockcop, never leaked, and each restores the previous pointer on drop), or by
-    // `begin_detached` from a scope that `HELD` holds until `end_detached` has restored the previous pointer. Either way the scope outlives this call, and the reference handed to `f` cannot escape it.
-    let scope = unsafe { restore.0.as_ref() };
+    // `begin_detached` from a scope that `HELD` holds until `end_detached` has restored the previous pointer.
+    // Either way the scope outlives this call, and the reference handed to `f` cannot escape it.
+    let scope = unsafe { restore.current.as_ref() };
     f(scope)
 }

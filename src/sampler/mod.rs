@@ -28,14 +28,16 @@ use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::catalogue;
 use crate::clock;
 use crate::config::Config;
+use crate::intercept::thread::TaskTag;
 use crate::intercept::{MAX_FRAMES, RawStack};
 use crate::report::run;
+use crate::scope::{Scope, ScopeShared};
 
 /// How often the watchdog looks at the slots (and resamples a slow poll) while polls are in progress. 10 ms.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -69,8 +71,11 @@ pub(crate) struct Slot {
     ready: AtomicBool,
     sample_len: AtomicUsize,
     sample: UnsafeCell<[usize; MAX_FRAMES]>,
+    /// What the sampled poll was polling: its scope (one strong count owned by the slot until collected) and task.
+    /// Written and read under the same handshake as `sample`.
+    sample_context: UnsafeCell<(*const ScopeShared, Option<TaskTag>)>,
     /// Samples of the current generation, taken by the slow poll at its end.
-    samples: Mutex<(u64, Vec<RawStack>)>,
+    samples: Mutex<Samples>,
     stuck_reported: AtomicU64,
     free: AtomicBool,
     /// The thread is inside a blocking call the interposer is recording: no need to sample it (the record has the
@@ -82,11 +87,21 @@ pub(crate) struct Slot {
     seen_cpu_ns: AtomicU64,
 }
 
-// SAFETY: every field but `sample` is a thread-safe type. `sample` is written only by the signal handler running
-// on the slot's own thread, and only while `requested` names the current generation and `ready` is false; the
-// watchdog reads it only after seeing `ready == true` (Acquire, paired with the handler's Release store) and makes
-// no new request until it has read it and cleared `ready`. So writes and reads never overlap.
+// SAFETY: every field but `sample` and `sample_context` is a thread-safe type. Those two are written only by the
+// signal handler running on the slot's own thread, and only while `requested` names the current generation and
+// `ready` is false; the watchdog reads them only after seeing `ready == true` (Acquire, paired with the handler's
+// Release store) and makes no new request until it has read them and cleared `ready`. So writes and reads never
+// overlap. The scope pointer in `sample_context` carries a strong count, which `collect` takes over.
 unsafe impl Sync for Slot {}
+
+/// The samples of one poll (one generation), and what it was polling when first sampled.
+#[derive(Default)]
+struct Samples {
+    generation: u64,
+    stacks: Vec<RawStack>,
+    scope: Option<Scope>,
+    task: Option<TaskTag>,
+}
 
 impl Slot {
     fn new() -> Slot {
@@ -100,7 +115,8 @@ impl Slot {
             ready: AtomicBool::new(false),
             sample_len: AtomicUsize::new(0),
             sample: UnsafeCell::new([0; MAX_FRAMES]),
-            samples: Mutex::new((0, Vec::new())),
+            sample_context: UnsafeCell::new((std::ptr::null(), None)),
+            samples: Mutex::new(Samples::default()),
             stuck_reported: AtomicU64::new(0),
             free: AtomicBool::new(false),
             in_call: AtomicBool::new(false),
@@ -155,7 +171,12 @@ impl Slot {
     pub(crate) fn take_samples(&self) -> Vec<RawStack> {
         let generation = self.generation.load(Ordering::Relaxed);
         let mut s = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.0 == generation { std::mem::take(&mut s.1) } else { Vec::new() }
+        if s.generation != generation {
+            return Vec::new();
+        }
+        // The poll is ending: its scope handle is not needed any more (and is not the last one, the poll holds it).
+        s.scope = None;
+        std::mem::take(&mut s.stacks)
     }
 }
 
@@ -382,6 +403,9 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
                     n < MAX_FRAMES
                 });
             }
+            // SAFETY: as for the buffer above. The previous context was taken by `collect` before it cleared
+            // `ready`, so nothing is overwritten.
+            unsafe { *slot.sample_context.get() = crate::intercept::thread::poll_context_for_signal() };
             slot.sample_len.store(n, Ordering::Relaxed);
             slot.ready.store(true, Ordering::Release);
         }
@@ -568,7 +592,7 @@ fn watchdog(sampling: bool) {
     }
 }
 
-/// Moves a ready sample from the slot's buffer into its sample list.
+/// Moves a ready sample from the slot's buffer into its sample list, with what the poll was polling.
 fn collect(slot: &Slot, generation: u64) {
     if !slot.ready.load(Ordering::Acquire) {
         return;
@@ -579,18 +603,26 @@ fn collect(slot: &Slot, generation: u64) {
     let sample: &[usize; MAX_FRAMES] = unsafe { &*slot.sample.get() };
     stack.ips[..n].copy_from_slice(&sample[..n]);
     stack.len = n;
+    // SAFETY: as above; the context is taken (left empty), and with it the strong count the handler took.
+    let (scope_ptr, task) = unsafe { std::mem::replace(&mut *slot.sample_context.get(), (std::ptr::null(), None)) };
+    // SAFETY: a non-null pointer came from `poll_context_for_signal`, which took one strong count for us.
+    let scope = (!scope_ptr.is_null()).then(|| Scope { shared: unsafe { Arc::from_raw(scope_ptr) } });
     let requested = slot.requested.load(Ordering::Relaxed);
     slot.ready.store(false, Ordering::Release);
     if requested != generation || n == 0 {
         return;
     }
     let mut samples = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
-    if samples.0 != generation {
-        *samples = (generation, Vec::new());
+    if samples.generation != generation {
+        *samples = Samples { generation, ..Samples::default() };
+    }
+    if samples.scope.is_none() {
+        samples.scope = scope;
+        samples.task = task;
     }
     // Enough to find the hottest frame; a poll stuck for minutes must not grow without bound.
-    if samples.1.len() < 512 {
-        samples.1.push(stack);
+    if samples.stacks.len() < 512 {
+        samples.stacks.push(stack);
     }
 }
 
@@ -599,9 +631,9 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
     // Give the handler a moment to answer the request just sent, so the report has a stack.
     std::thread::sleep(Duration::from_millis(2));
     collect(slot, generation);
-    let samples: Vec<RawStack> = {
+    let (samples, scope, task) = {
         let s = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.0 == generation { s.1.clone() } else { Vec::new() }
+        if s.generation == generation { (s.stacks.clone(), s.scope.clone(), s.task) } else { Default::default() }
     };
     let tid = slot.tid.load(Ordering::Relaxed);
     let name = slot.name.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -615,6 +647,12 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
     );
     let config = Config::global_or_default();
     let hot = crate::symbolize::hottest(&samples, config);
+    // The request, test and task the stuck poll belongs to, from the scope it polls in (if it was sampled in one).
+    let mut origin = scope.as_ref().map(|s| s.shared.origin().clone()).unwrap_or_default();
+    if origin.test.is_none() && scope.is_none() {
+        origin.test = name.clone().filter(|n| !n.starts_with("tokio-runtime"));
+    }
+    let request = origin.request.as_ref().map(|r| format!("{} {}", r.method, r.path));
     let violation = crate::violation::Violation {
         event: catalogue::STUCK_POLL.name,
         category: catalogue::STUCK_POLL.category,
@@ -627,8 +665,11 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
         blocking_api: hot.blocking_api,
         blocking_api_crate: hot.blocking_api_crate,
         stack: hot.stack,
-        task: None,
-        scope_id: 0,
+        task: task.map(|t| run::TaskContext {
+            id: t.id.to_string().parse().ok(),
+            spawned_at: Some(t.spawned_at.to_string()),
+        }),
+        scope_id: scope.as_ref().map_or(0, Scope::id),
         thread_id: u64::try_from(tid).unwrap_or(0),
         thread_name: name.clone(),
         timestamp: SystemTime::now(),
@@ -641,14 +682,15 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
         duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         call_site = %violation.call_site,
         thread = name.as_deref().unwrap_or(""),
+        request = request.as_deref().unwrap_or(""),
         detail = violation.detail.as_str(),
         "stuck poll: {} at {}",
         violation.detail,
         violation.call_site,
     );
-    let origin = run::Origin { test: name.filter(|n| !n.starts_with("tokio-runtime")), ..run::Origin::default() };
+    let scope_id = violation.scope_id;
     let list = crate::Violations { list: vec![violation], dropped: 0 };
-    run::append(&run::records(&list, &origin, 0));
+    run::append(&run::records(&list, &origin, scope_id));
     if let Ok(mut reported) = STUCK.lock() {
         if reported.len() >= 256 {
             reported.remove(0);
@@ -683,7 +725,7 @@ pub fn stress_sample(target: usize, timeout: Duration) -> usize {
                     taken += 1;
                 }
                 collect(slot, generation);
-                slot.samples.lock().unwrap_or_else(PoisonError::into_inner).1.clear();
+                slot.samples.lock().unwrap_or_else(PoisonError::into_inner).stacks.clear();
                 asked_at.remove(&key);
             }
             let stale = asked_at.get(&key).is_none_or(|t| t.elapsed() > Duration::from_millis(20));

@@ -59,6 +59,20 @@ fn deadlocked_poll_is_reported_while_stuck() {
     if blockcop::sampling_active() {
         let site = report.call_site.location().unwrap_or_else(|| panic!("no call site: {report}"));
         assert_eq!((site.file.as_str(), site.line), ("integration/tests/watchdog/main.rs", line), "{report}");
+        // The report names the scope the poll is stuck in, and its run-file record carries the scope's test.
+        assert_eq!(report.scope_id, scope.id(), "{report}");
+        assert!(blockcop::report::run::flush(Duration::from_secs(5)));
+        let file = blockcop::report::run::current_run_file().expect("a run file").to_path_buf();
+        let run = blockcop::report::run::read_run_files(&[file]).expect("read");
+        let record = run
+            .records
+            .iter()
+            .find(|r| {
+                r.scope_id == scope.id()
+                    && matches!(&r.body, blockcop::report::run::RecordBody::Violation(v) if v.event == "stuck_poll")
+            })
+            .expect("the stuck poll's run-file record");
+        assert_eq!(record.test.as_deref(), Some("deadlocked_poll_is_reported_while_stuck"));
     }
     release_tx.send(()).expect("release");
     holder.join().expect("holder");
