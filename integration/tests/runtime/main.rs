@@ -270,6 +270,46 @@ mod hooks {
     }
 
     #[test]
+    fn a_stuck_task_poll_is_reported_with_its_task() {
+        let config = Config::builder().enabled(true).stuck_poll_threshold(Duration::from_millis(300)).build();
+        // Starts the watchdog, which installs the sampling handler where it can.
+        drop(blockcop::Scope::new(&config));
+        if !blockcop::sampling_active() {
+            return;
+        }
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        blockcop::runtime::Hooks::new(&config).install(&mut b).expect("hooks");
+        let rt = b.build().expect("runtime");
+        let lock = Arc::new(std::sync::Mutex::new(()));
+        let held = lock.lock().expect("lock");
+        let spawned = line!() + 1;
+        let task = rt.spawn({
+            let lock = lock.clone();
+            async move {
+                drop(lock.lock().expect("lock"));
+            }
+        });
+        let at = format!("{FILE}:{spawned}:");
+        let started = std::time::Instant::now();
+        let report = loop {
+            let found = blockcop::stuck_polls()
+                .into_iter()
+                .find(|v| v.task.as_ref().and_then(|t| t.spawned_at.as_deref()).is_some_and(|s| s.contains(&at)));
+            if let Some(v) = found {
+                break v;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "no stuck_poll report for the task");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(!task.is_finished(), "reported while still stuck");
+        assert_eq!((report.event, report.level), ("stuck_poll", Level::High));
+        assert!(report.task.as_ref().and_then(|t| t.id).is_some(), "{report}");
+        drop(held);
+        rt.block_on(task).expect("task");
+    }
+
+    #[test]
     fn user_hooks_are_chained() {
         let polls = Arc::new(AtomicUsize::new(0));
         let spawns = Arc::new(AtomicUsize::new(0));
