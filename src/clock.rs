@@ -87,7 +87,7 @@ pub(crate) fn coarse() -> u64 {
 /// there is no coarse clock or its ticks are too long for the threshold.
 pub(crate) fn coarse_slack_ns(threshold_ns: u64) -> u64 {
     static RESOLUTION: OnceLock<Option<u64>> = OnceLock::new();
-    match *RESOLUTION.get_or_init(crate::intercept::coarse_resolution_ns) {
+    match *RESOLUTION.get_or_init(crate::intercept::init_coarse_clock) {
         // A tick longer than 50 ms is not a kernel timer tick; do not trust it.
         Some(res) if res <= 50_000_000 => threshold_ns.saturating_sub(res.saturating_mul(2)),
         _ => 0,
@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn coarse_slack_leaves_two_ticks_of_margin() {
-        match crate::intercept::coarse_resolution_ns() {
+        match crate::intercept::init_coarse_clock() {
             Some(res) if res <= 50_000_000 => {
                 assert_eq!(coarse_slack_ns(10_000_000 + 2 * res), 10_000_000);
                 // A threshold within two ticks: every poll's end reads the TSC.
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn coarse_clock_keeps_up_with_the_precise_one() {
-        let Some(res) = crate::intercept::coarse_resolution_ns() else { return };
+        let Some(res) = crate::intercept::init_coarse_clock() else { return };
         let (c0, t0) = (coarse(), now());
         std::thread::sleep(std::time::Duration::from_millis(30));
         let (c1, t1) = (coarse(), now());

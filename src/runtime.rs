@@ -199,6 +199,7 @@ pub fn recent() -> Vec<crate::Violation> {
 mod hooks {
     use super::*;
     use crate::intercept::thread::{self, TaskTag};
+    use crate::sampler::Padded;
 
     /// State shared by one installation's hooks, which every poll reads on every worker thread. Aligned to (so
     /// filling whole) 128-byte line pairs, so that no heap neighbour that another worker writes on every poll can
@@ -210,11 +211,6 @@ mod hooks {
         inherited: Mutex<HashMap<tokio::task::Id, Scope>>,
         inherited_len: AtomicUsize,
     }
-
-    /// A hook closure's captures, alone in their 128-byte line pairs (tokio allocates each hook next to data its
-    /// workers write; each poll reads the captures).
-    #[repr(align(128))]
-    struct Padded<T>(T);
 
     /// A new per-thread scope of this installation, registered for draining.
     fn new_own_scope(installed: &Installed) -> Scope {
@@ -257,6 +253,8 @@ mod hooks {
                 i.inherited_len.store(map.len(), Ordering::Relaxed);
             }
         });
+        // tokio allocates each hook next to data its workers write, and each poll reads the hook's captures: they
+        // get their own line pairs.
         let before = Padded((installed.clone(), u_before));
         builder.on_before_task_poll(move |meta| {
             let (i, u_before) = &before.0;

@@ -211,9 +211,9 @@ fn find_vdso_clock() {
     }
 }
 
-/// The coarse clock's resolution in nanoseconds (the kernel's tick period: 4 ms at `HZ=250`), if there is one.
-/// The first call also finds the fastest way to read the clock.
-pub(crate) fn coarse_resolution_ns() -> Option<u64> {
+/// Finds the fastest way to read the coarse clock (the vDSO's function, else libc's) and returns the clock's
+/// resolution in nanoseconds (the kernel's tick period: 4 ms at `HZ=250`), if there is a coarse clock.
+pub(crate) fn init_coarse_clock() -> Option<u64> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         find_vdso_clock();
@@ -274,7 +274,7 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn coarse_clock_is_read_through_the_vdso_and_agrees_with_libc() {
-        assert!(coarse_resolution_ns().is_some());
+        assert!(init_coarse_clock().is_some());
         assert_ne!(VDSO_CLOCK_GETTIME.load(std::sync::atomic::Ordering::Relaxed), 0, "glibc lists linux-vdso.so.1");
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: writes one timespec we own.

@@ -234,14 +234,16 @@ struct Settings {
 
 /// The watchdog found nothing to watch and sleeps until a poll begins (or 100 ms pass, to drain). Every poll reads
 /// it: it has its 128-byte line pair to itself, so that no neighbouring static written elsewhere shares it.
-static WATCHDOG_IDLE: IdleFlag = IdleFlag(AtomicBool::new(false));
+static WATCHDOG_IDLE: Padded<AtomicBool> = Padded(AtomicBool::new(false));
 
+/// A value alone in its 128-byte line pair (the pair an x86_64 CPU's adjacent-line prefetcher fetches together), as
+/// [`Slot`]'s own fields are: for what every poll reads while other threads write nearby.
 #[repr(align(128))]
-struct IdleFlag(AtomicBool);
+pub(crate) struct Padded<T>(pub(crate) T);
 
-impl std::ops::Deref for IdleFlag {
-    type Target = AtomicBool;
-    fn deref(&self) -> &AtomicBool {
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         &self.0
     }
 }
