@@ -272,7 +272,6 @@ impl ScopeShared {
 
     /// The start of a poll.
     #[inline(always)]
-    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     pub(crate) fn stamp(&self) -> clock::Stamp {
         clock::Stamp { ticks: self.ticks.now(), coarse: thread::last_coarse() }
     }
