@@ -615,8 +615,10 @@ fn collect(slot: &Slot, generation: u64) {
         return;
     }
     let mut samples = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
+    // An earlier poll's samples, dropped once the lock is released (its scope handle may be the last one).
+    let mut _earlier = None;
     if samples.generation != generation {
-        *samples = Samples { generation, ..Samples::default() };
+        _earlier = Some(std::mem::replace(&mut *samples, Samples { generation, ..Samples::default() }));
     }
     if samples.scope.is_none() {
         samples.scope = scope;
@@ -626,6 +628,7 @@ fn collect(slot: &Slot, generation: u64) {
     if samples.stacks.len() < 512 {
         samples.stacks.push(stack);
     }
+    drop(samples);
 }
 
 /// Reports a poll that is still running after the stuck threshold: a `tracing` error and a run-file record.
