@@ -208,20 +208,25 @@ impl fmt::Display for BlockingFailure {
         let Some(record) = &self.record else {
             return writeln!(f, "(the server runs in another process: only the header is available)");
         };
-        let renderer = TextRenderer::new(Style::for_stderr()).with_stack(true);
-        let context = format!("request {} {}", record.method, record.path);
-        let mut list: Vec<_> = record.violations.iter().collect();
-        // Worst first, then in the order they happened.
-        list.sort_by_key(|v| std::cmp::Reverse(v.weight));
         writeln!(f)?;
-        for v in list {
-            writeln!(f, "{}", renderer.render(v, Some(&context)))?;
-        }
-        if record.violations.dropped > 0 {
-            writeln!(f, "({} more violations were dropped by the per-scope cap)", record.violations.dropped)?;
-        }
-        Ok(())
+        write_records(f, record)
     }
+}
+
+/// A request's in-process records, worst first, rendered with their stacks.
+fn write_records(f: &mut impl fmt::Write, record: &RequestRecord) -> fmt::Result {
+    let renderer = TextRenderer::new(Style::for_stderr()).with_stack(true);
+    let context = format!("request {} {}", record.method, record.path);
+    let mut list: Vec<_> = record.violations.iter().collect();
+    // Worst first, then in the order they happened.
+    list.sort_by_key(|v| std::cmp::Reverse(v.weight));
+    for v in list {
+        writeln!(f, "{}", renderer.render(v, Some(&context)))?;
+    }
+    if record.violations.dropped > 0 {
+        writeln!(f, "({} more violations were dropped by the per-scope cap)", record.violations.dropped)?;
+    }
+    Ok(())
 }
 
 /// A response, read whole, with its parsed violations.
@@ -292,11 +297,16 @@ impl TestResponse {
     ///
     /// # Panics
     ///
-    /// When the response has an `x-blocking-violations` header.
+    /// When the response has an `x-blocking-violations` header; the message renders the violations with their
+    /// stacks when the server runs in this process.
     #[track_caller]
     pub fn assert_clean(&self) {
         if let Some(h) = &self.violations {
-            panic!("expected no blocking violations, got x-blocking-violations: {h}");
+            let mut message = format!("expected no blocking violations, got x-blocking-violations: {h}\n");
+            if let Some(record) = self.record() {
+                let _ = write_records(&mut message, record);
+            }
+            panic!("{message}");
         }
     }
 }

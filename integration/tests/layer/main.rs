@@ -102,6 +102,14 @@ async fn template_read_with_std_fs_is_medium() {
     let h = res.expect_violation(Level::Medium);
     assert_entry(&h.first, "open64", HANDLERS, "read_to_string", "open64");
     assert_entry(&h.worst, "open64", HANDLERS, "read_to_string", "open64");
+    // `assert_clean` on it fails with the rendered violations, stack included.
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| res.assert_clean())).expect_err("not clean");
+    let message = panic.downcast::<String>().map(|s| *s).unwrap_or_default();
+    let line = marked_line_in(HANDLERS, "read_to_string", "open64");
+    assert!(message.starts_with("expected no blocking violations, got x-blocking-violations: count="), "{message}");
+    assert!(message.contains("warning[blocking/file]: `open64` blocked a tokio worker"), "{message}");
+    assert!(message.contains(&format!("--> {HANDLERS}:{line}:")), "{message}");
+    assert!(message.contains("stack:"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
