@@ -71,9 +71,12 @@ pub(crate) struct Slot {
     ready: AtomicBool,
     sample_len: AtomicUsize,
     sample: UnsafeCell<[usize; MAX_FRAMES]>,
-    /// What the sampled poll was polling: its scope (one strong count owned by the slot until collected) and task.
-    /// Written and read under the same handshake as `sample`.
+    /// What the sampled poll was polling, noted only for a stuck poll's report (`context_wanted`): its scope (one
+    /// strong count, which `collect` hands to its caller) and task. Written and read under the same handshake as
+    /// `sample`.
     sample_context: UnsafeCell<(*const ScopeShared, Option<TaskTag>)>,
+    /// The generation whose stuck report wants the poll's context with its next sample (0: none).
+    context_wanted: AtomicU64,
     /// Samples of the current generation, taken by the slow poll at its end.
     samples: Mutex<Samples>,
     stuck_reported: AtomicU64,
@@ -94,14 +97,15 @@ pub(crate) struct Slot {
 // overlap. The scope pointer in `sample_context` carries a strong count, which `collect` takes over.
 unsafe impl Sync for Slot {}
 
-/// The samples of one poll (one generation), and what it was polling when first sampled.
+/// The samples of one poll (one generation).
 #[derive(Default)]
 struct Samples {
     generation: u64,
     stacks: Vec<RawStack>,
-    scope: Option<Scope>,
-    task: Option<TaskTag>,
 }
+
+/// What a stuck poll was polling: the scope (a handle, which keeps it alive: never kept past the report) and task.
+type PollContext = (Option<Scope>, Option<TaskTag>);
 
 impl Slot {
     fn new() -> Slot {
@@ -116,6 +120,7 @@ impl Slot {
             sample_len: AtomicUsize::new(0),
             sample: UnsafeCell::new([0; MAX_FRAMES]),
             sample_context: UnsafeCell::new((std::ptr::null(), None)),
+            context_wanted: AtomicU64::new(0),
             samples: Mutex::new(Samples::default()),
             stuck_reported: AtomicU64::new(0),
             free: AtomicBool::new(false),
@@ -171,12 +176,7 @@ impl Slot {
     pub(crate) fn take_samples(&self) -> Vec<RawStack> {
         let generation = self.generation.load(Ordering::Relaxed);
         let mut s = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.generation != generation {
-            return Vec::new();
-        }
-        // The poll is ending: its scope handle is not needed any more (and is not the last one, the poll holds it).
-        s.scope = None;
-        std::mem::take(&mut s.stacks)
+        if s.generation == generation { std::mem::take(&mut s.stacks) } else { Vec::new() }
     }
 }
 
@@ -406,8 +406,10 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
                 });
             }
             // SAFETY: as for the buffer above. The previous context was taken by `collect` before it cleared
-            // `ready`, so nothing is overwritten.
-            unsafe { *slot.sample_context.get() = crate::intercept::thread::poll_context_for_signal() };
+            // `ready`, so nothing is overwritten. Only a stuck poll's report asks for it (it holds the scope).
+            if slot.context_wanted.load(Ordering::Relaxed) == generation {
+                unsafe { *slot.sample_context.get() = crate::intercept::thread::poll_context_for_signal() };
+            }
             slot.sample_len.store(n, Ordering::Relaxed);
             slot.ready.store(true, Ordering::Release);
         }
@@ -544,6 +546,7 @@ fn watchdog(sampling: bool) {
         let stuck_ns = SETTINGS.stuck_ns.load(Ordering::Relaxed);
         // Reports are made after the slot list is released (they take time); nothing is allocated when idle.
         let mut stuck_now: Vec<(&'static Slot, u64, u64)> = Vec::new();
+        let mut released: Vec<PollContext> = Vec::new();
         {
             let slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
             let now = clock::now();
@@ -567,8 +570,12 @@ fn watchdog(sampling: bool) {
                 if elapsed < slow_ns {
                     continue;
                 }
-                collect(slot, generation);
+                // A context noted for an earlier stuck report that came too late for it: released after the lock.
+                released.push(collect(slot, generation));
                 let stuck = elapsed >= stuck_ns && slot.stuck_reported.load(Ordering::Acquire) != generation;
+                if stuck {
+                    slot.context_wanted.store(generation, Ordering::Relaxed);
+                }
                 // A thread inside a recorded blocking call is not sampled (its record has the call site, and the
                 // signal would interrupt the call), except once when its poll is stuck, for the report's stack.
                 let wanted = stuck || !slot.in_call.load(Ordering::Relaxed);
@@ -584,6 +591,7 @@ fn watchdog(sampling: bool) {
                 }
             }
         }
+        drop(released);
         if polls_now != polls_seen || busy {
             polls_seen = polls_now;
             last_activity = std::time::Instant::now();
@@ -594,10 +602,11 @@ fn watchdog(sampling: bool) {
     }
 }
 
-/// Moves a ready sample from the slot's buffer into its sample list, with what the poll was polling.
-fn collect(slot: &Slot, generation: u64) {
+/// Moves a ready sample from the slot's buffer into its sample list; returns the poll's context if the sample
+/// noted it (for a stuck poll's report; dropping it releases the scope).
+fn collect(slot: &Slot, generation: u64) -> PollContext {
     if !slot.ready.load(Ordering::Acquire) {
-        return;
+        return (None, None);
     }
     let mut stack = RawStack::EMPTY;
     let n = slot.sample_len.load(Ordering::Relaxed).min(MAX_FRAMES);
@@ -612,33 +621,27 @@ fn collect(slot: &Slot, generation: u64) {
     let requested = slot.requested.load(Ordering::Relaxed);
     slot.ready.store(false, Ordering::Release);
     if requested != generation || n == 0 {
-        return;
+        return (scope, task);
     }
     let mut samples = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
-    // An earlier poll's samples, dropped once the lock is released (its scope handle may be the last one).
-    let mut _earlier = None;
     if samples.generation != generation {
-        _earlier = Some(std::mem::replace(&mut *samples, Samples { generation, ..Samples::default() }));
-    }
-    if samples.scope.is_none() {
-        samples.scope = scope;
-        samples.task = task;
+        *samples = Samples { generation, stacks: Vec::new() };
     }
     // Enough to find the hottest frame; a poll stuck for minutes must not grow without bound.
     if samples.stacks.len() < 512 {
         samples.stacks.push(stack);
     }
-    drop(samples);
+    (scope, task)
 }
 
 /// Reports a poll that is still running after the stuck threshold: a `tracing` error and a run-file record.
 fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
     // Give the handler a moment to answer the request just sent, so the report has a stack.
     std::thread::sleep(Duration::from_millis(2));
-    collect(slot, generation);
-    let (samples, scope, task) = {
+    let (scope, task) = collect(slot, generation);
+    let samples: Vec<RawStack> = {
         let s = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.generation == generation { (s.stacks.clone(), s.scope.clone(), s.task) } else { Default::default() }
+        if s.generation == generation { s.stacks.clone() } else { Vec::new() }
     };
     let tid = slot.tid.load(Ordering::Relaxed);
     let name = slot.name.lock().unwrap_or_else(PoisonError::into_inner).clone();
