@@ -636,8 +636,14 @@ fn collect(slot: &Slot, generation: u64) -> PollContext {
 
 /// Reports a poll that is still running after the stuck threshold: a `tracing` error and a run-file record.
 fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
-    // Give the handler a moment to answer the request just sent, so the report has a stack.
-    std::thread::sleep(Duration::from_millis(2));
+    // Give the handler a moment (up to 50 ms on a busy machine) to answer the request just sent, so the report has
+    // a stack.
+    for _ in 0..50 {
+        if slot.ready.load(Ordering::Acquire) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let (scope, task) = collect(slot, generation);
     let samples: Vec<RawStack> = {
         let s = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
