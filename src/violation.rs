@@ -467,13 +467,23 @@ fn dependency_crate(frame: &Frame) -> Option<String> {
     name.split("::").next().map(str::to_owned)
 }
 
-/// Whether a lock wait is tokio's own: the first frame past the hook that is not std, libc or blockcop belongs to
-/// tokio (its runtime, blocking pool or sync primitives hold their internal locks for a few instructions).
+/// Crates that implement locks rather than hold them: a wait inside them belongs to whoever called them.
+const LOCK_IMPLEMENTATIONS: &[&str] = &["parking_lot::", "parking_lot_core::", "lock_api::"];
+
+/// Whether a lock wait is tokio's own: the first frame past the hook that is not std, libc, blockcop or a lock
+/// implementation (parking_lot, which tokio's `parking_lot` feature uses) belongs to tokio (its runtime, blocking
+/// pool or sync primitives hold their internal locks for a few instructions).
 pub(crate) fn lock_owned_by_tokio(frames: &[Frame], paths: &Paths) -> bool {
     let origins: Vec<Origin> = frames.iter().map(|f| classify(f, paths)).collect();
     let after_hook = origins.iter().rposition(|o| *o == Origin::Hook).map_or(0, |i| i + 1);
-    let owner =
-        (after_hook..frames.len()).find(|&i| !matches!(origins[i], Origin::Std | Origin::Unknown | Origin::Blockcop));
+    let lock_implementation = |f: &Frame| {
+        let name = f.function.as_deref().unwrap_or("");
+        let name = name.strip_prefix('<').unwrap_or(name);
+        LOCK_IMPLEMENTATIONS.iter().any(|p| name.starts_with(p))
+    };
+    let owner = (after_hook..frames.len()).find(|&i| {
+        !matches!(origins[i], Origin::Std | Origin::Unknown | Origin::Blockcop) && !lock_implementation(&frames[i])
+    });
     owner.is_some_and(|i| {
         let name = frames[i].function.as_deref().unwrap_or("");
         origins[i] == Origin::Dependency && (name.starts_with("tokio::") || name.starts_with("<tokio::"))
@@ -644,6 +654,27 @@ mod tests {
                 Some("/rustc/abc/library/std/src/sys/sync/mutex/futex.rs"),
                 9,
             ),
+            frame("app::store::save", Some("/work/app/src/store.rs"), 12),
+        ]);
+        frames.extend(poll_tail());
+        assert!(!lock_owned_by_tokio(&frames, &paths()));
+        // tokio built with its `parking_lot` feature: the wait is inside parking_lot, the lock is tokio's.
+        let pl = |krate: &str| format!("/home/dev/.cargo/registry/src/x/{krate}-0.9.12/src/lib.rs");
+        let mut frames = hook();
+        frames.extend([
+            frame("parking_lot_core::thread_parker::imp::ThreadParker::futex_wait", Some(&pl("parking_lot_core")), 1),
+            frame("parking_lot_core::word_lock::WordLock::lock_slow", Some(&pl("parking_lot_core")), 2),
+            frame("<lock_api::mutex::Mutex<R, T>>::lock", Some(&pl("lock_api")), 3),
+            frame("tokio::loom::std::parking_lot::Mutex<T>::lock", tokio_file, 4),
+            frame("app::handlers::create::{{closure}}", Some("/work/app/src/handlers.rs"), 159),
+        ]);
+        frames.extend(poll_tail());
+        assert!(lock_owned_by_tokio(&frames, &paths()));
+        // The user's own parking_lot Mutex stays the user's.
+        let mut frames = hook();
+        frames.extend([
+            frame("parking_lot_core::word_lock::WordLock::lock_slow", Some(&pl("parking_lot_core")), 2),
+            frame("parking_lot::raw_mutex::RawMutex::lock_slow", Some(&pl("parking_lot")), 3),
             frame("app::store::save", Some("/work/app/src/store.rs"), 12),
         ]);
         frames.extend(poll_tail());
