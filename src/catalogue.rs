@@ -204,6 +204,40 @@ pub static CATALOGUE: &[CatalogueRow] = &[
     },
 ];
 
+/// Synchronous database and network clients, by function-path prefix: a blocking call whose stack passes through
+/// one of them weighs heavy, whatever its event, as aiocop classes network and database operations as heavy. A
+/// call to a warm database through rusqlite makes only cheap `pread64`/`fstat64` calls, but every one of them holds
+/// the worker thread for as long as the query runs, and the next query may wait on disk or a lock.
+///
+/// Add your own with [`ConfigBuilder::blocking_client`](crate::ConfigBuilder::blocking_client).
+pub static BLOCKING_CLIENTS: &[&str] = &[
+    "rusqlite::",
+    "sqlite::",
+    "postgres::",
+    "mysql::",
+    "diesel::",
+    "r2d2::",
+    "oracle::",
+    "odbc_api::",
+    "mongodb::sync::",
+    "redis::",
+    "memcache::",
+    "ureq::",
+    "reqwest::blocking::",
+    "attohttpc::",
+    "ldap3::",
+    "ssh2::",
+    "ftp::",
+    "suppaftp::",
+];
+
+/// Whether a function path belongs to one of `clients` (prefixes as in [`BLOCKING_CLIENTS`]); a leading `<` of a
+/// trait-impl path (`<rusqlite::Connection as ..>`) is ignored.
+pub(crate) fn is_blocking_client(function: &str, clients: &[String]) -> bool {
+    let f = function.strip_prefix('<').unwrap_or(function);
+    clients.iter().any(|c| f.starts_with(c.as_str()))
+}
+
 /// An event: a hooked function (or `slow_poll`) and its category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Event {

@@ -9,8 +9,10 @@ use crate::violation::Level;
 /// Slow-poll threshold used when none is set. By default, 10 ms.
 pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
 
-/// Severity at which the test harness fails a request. By default, 50 (level high).
-pub const DEFAULT_FAIL_SEVERITY: u32 = 50;
+/// Severity at which the test harness fails a request. By default, 10 (level medium): any blocking call of
+/// moderate weight (opening a file, a blocking read, a lock wait of 1 ms or more), any heavy one, or enough light
+/// ones to add up to 10. `BLOCKCOP_FAIL_SEVERITY=high` (50) is the fail line of Galaxy's aiocop guard.
+pub const DEFAULT_FAIL_SEVERITY: u32 = 10;
 
 /// How long a poll may run before the watchdog reports it as a `stuck_poll`, while it is still running. By default,
 /// 1000 ms.
@@ -20,11 +22,13 @@ pub const DEFAULT_STUCK_POLL_THRESHOLD: Duration = Duration::from_millis(1000);
 pub const DEFAULT_MAX_VIOLATIONS_PER_SCOPE: usize = 64;
 
 /// Frames that allow blocking below them by default: tokio's `block_in_place` hands the worker thread's core to
-/// another thread first, so blocking inside it stalls no task.
+/// another thread first, so blocking inside it stalls no task; `tokio::process` is what blockcop's own fix hint
+/// for `std::process` recommends (it spawns with a short `posix_spawn` and reaps without waiting).
 pub const DEFAULT_ALLOWLIST: &[&str] = &[
     "tokio::task::blocking::block_in_place",
     "tokio::runtime::scheduler::multi_thread::worker::block_in_place",
     "tokio::runtime::scheduler::block_in_place::block_in_place",
+    "tokio::process::",
 ];
 
 /// The variable that turns blockcop on: `1`, `true` or `yes` (any case) enables it; anything else, or unset,
@@ -78,6 +82,7 @@ struct Settings {
     fail_severity: u32,
     max_violations_per_scope: usize,
     allowlist: Vec<String>,
+    blocking_clients: Vec<String>,
     run_files: bool,
 }
 
@@ -99,6 +104,7 @@ impl Config {
                 fail_severity: DEFAULT_FAIL_SEVERITY,
                 max_violations_per_scope: DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
                 allowlist: DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
+                blocking_clients: crate::catalogue::BLOCKING_CLIENTS.iter().map(|s| (*s).to_owned()).collect(),
                 run_files: true,
             },
         }
@@ -156,7 +162,8 @@ impl Config {
         self.inner.stuck_poll_threshold
     }
 
-    /// The severity at which the test harness fails a request. By default, 50 (high).
+    /// The severity at which the test harness fails a request. By default, 10 (medium;
+    /// [`DEFAULT_FAIL_SEVERITY`]).
     pub fn fail_severity(&self) -> u32 {
         self.inner.fail_severity
     }
@@ -176,6 +183,12 @@ impl Config {
     /// Function-path prefixes below which blocking is allowed (the defaults are in [`DEFAULT_ALLOWLIST`]).
     pub fn allowlist(&self) -> &[String] {
         &self.inner.allowlist
+    }
+
+    /// Function-path prefixes of synchronous database and network clients: a blocking call made through one of
+    /// them weighs heavy (the defaults are [`BLOCKING_CLIENTS`](crate::BLOCKING_CLIENTS)).
+    pub fn blocking_clients(&self) -> &[String] {
+        &self.inner.blocking_clients
     }
 
     /// The process-wide configuration used by [`instrument`](crate::instrument): the one set by
@@ -251,7 +264,7 @@ impl ConfigBuilder {
         self
     }
 
-    /// Sets the severity at which the harness fails a request. By default, 50.
+    /// Sets the severity at which the harness fails a request. By default, 10 ([`DEFAULT_FAIL_SEVERITY`]).
     pub fn fail_severity(mut self, severity: u32) -> Self {
         self.settings.fail_severity = severity;
         self
@@ -267,6 +280,14 @@ impl ConfigBuilder {
     /// `allowBlockingCallsInside`, e.g. `"my_app::startup::load_templates"`.
     pub fn allow_blocking_in(mut self, prefix: impl Into<String>) -> Self {
         self.settings.allowlist.push(prefix.into());
+        self
+    }
+
+    /// Adds a synchronous database or network client, by function-path prefix (e.g. `"my_db_driver::"`): a
+    /// blocking call made through it weighs heavy, as aiocop weighs network and database calls. The defaults are
+    /// [`BLOCKING_CLIENTS`](crate::BLOCKING_CLIENTS).
+    pub fn blocking_client(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.blocking_clients.push(prefix.into());
         self
     }
 
@@ -329,9 +350,11 @@ mod tests {
         let c = from(&[]).unwrap();
         assert!(!c.is_enabled());
         assert_eq!(c.slow_poll_threshold(), DEFAULT_SLOW_POLL_THRESHOLD);
-        assert_eq!(c.fail_severity(), 50);
+        assert_eq!(c.fail_severity(), 10);
         assert_eq!(c.max_violations_per_scope(), 64);
         assert!(c.allowlist().iter().any(|p| p.ends_with("block_in_place")));
+        assert!(c.allowlist().iter().any(|p| p == "tokio::process::"));
+        assert!(c.blocking_clients().iter().any(|p| p == "rusqlite::"));
     }
 
     #[test]

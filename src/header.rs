@@ -1,12 +1,14 @@
 //! The `x-blocking-violations` header: one module renders and parses its grammar.
 //!
 //! ```text
-//! x-blocking-violations: count=<n>;severity=<max weight>;level=<low|medium|high>;first=<event>@<site>;worst=<event>@<site>
+//! x-blocking-violations: count=<n>;severity=<score>;level=<low|medium|high>;first=<event>@<site>;worst=<event>@<site>
 //! ```
 //!
-//! `<site>` is the call site `file:line`, or `unknown`. `count` counts every violation of the request, including
-//! those the per-scope cap dropped. `first` is the earliest violation, `worst` the one with the highest weight (the
-//! earliest among equals). Inside fields, bytes outside visible ASCII and the characters `%`, `;`, `=`, `@` are
+//! `<site>` is the call site `file:line`, or `unknown`. `severity` is the request's score, the sum of the weights of
+//! its calls ([`Violations::severity`]), and `level` its level. `count` counts the request's violation records that
+//! weigh something (consecutive identical calls are one record), plus those the per-scope cap dropped. `first` is
+//! the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial violations
+//! (console output) never make a header on their own and are never `first` or `worst`. Inside fields, bytes outside visible ASCII and the characters `%`, `;`, `=`, `@` are
 //! percent-encoded, so the value is always a valid `HeaderValue`. The whole value is at most 512 bytes: long sites
 //! are shortened from the left (keeping the file name and line, marked with a leading `..`), never the structure.
 
@@ -71,7 +73,7 @@ impl fmt::Display for HeaderEntry {
 pub struct ViolationsHeader {
     /// How many violations the request had, including those the cap dropped.
     pub count: u64,
-    /// The maximum weight.
+    /// The request's score: the sum of the weights of its calls.
     pub severity: u32,
     /// The level of `severity`.
     pub level: Level,
@@ -97,9 +99,13 @@ fn err<T>(position: usize, expected: impl Into<String>) -> Result<T, HeaderParse
 }
 
 impl ViolationsHeader {
-    /// The header for a request's violations; `None` when there is none (and none was dropped).
+    /// The header for a request's violations; `None` when none weighs anything (and none was dropped). Trivial
+    /// violations (console output) never make a header on their own, are not counted and are never `first` or
+    /// `worst`; they stay in the run file.
     pub fn from_violations(violations: &Violations) -> Option<ViolationsHeader> {
-        let (first, worst) = match (violations.first(), violations.worst()) {
+        let first = violations.weighted().next();
+        let worst = violations.weighted().rev().max_by_key(|v| v.weight);
+        let (first, worst) = match (first, worst) {
             (Some(f), Some(w)) => (HeaderEntry::of(f), HeaderEntry::of(w)),
             _ if violations.dropped > 0 => {
                 let e = HeaderEntry::new("dropped", "unknown");
@@ -109,7 +115,7 @@ impl ViolationsHeader {
         };
         let severity = violations.severity();
         Some(ViolationsHeader {
-            count: violations.list.len() as u64 + violations.dropped,
+            count: violations.weighted().count() as u64 + violations.dropped,
             severity,
             level: Level::of(severity),
             first,

@@ -27,8 +27,11 @@
 //! ## Severity
 //!
 //! Weights follow aiocop's scale: heavy 50, moderate 10, light 1, trivial 0. Measured time can raise a weight,
-//! never lower it: a call lasting at least the slow-poll threshold is at least moderate, ten times it heavy. The
-//! severity of a set of violations is the maximum weight; its [`Level`] is high from 50, medium from 10, low below.
+//! never lower it: a call lasting at least the slow-poll threshold is at least moderate, ten times it heavy. A call
+//! through a synchronous database or network client ([`BLOCKING_CLIENTS`]) is heavy; console output is trivial. The
+//! severity of a set of violations is aiocop's score, the sum of the weights of its calls; its [`Level`] is high
+//! from 50, medium from 10, low below. The harness fails at [`DEFAULT_FAIL_SEVERITY`] (10, medium) unless
+//! `BLOCKCOP_FAIL_SEVERITY` says otherwise.
 //!
 //! ## Turning it on
 //!
@@ -67,7 +70,7 @@ pub mod test;
 pub mod testing;
 mod violation;
 
-pub use catalogue::{CATALOGUE, CatalogueRow, Category};
+pub use catalogue::{BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category};
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
     DEFAULT_SLOW_POLL_THRESHOLD, DEFAULT_STUCK_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS,

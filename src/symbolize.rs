@@ -9,7 +9,7 @@ use crate::catalogue::Category;
 use crate::config::Config;
 use crate::intercept::RawStack;
 use crate::scope::RawViolation;
-use crate::violation::{self, CallSite, Frame, Level, Paths, Selection, SourceLocation, Violation};
+use crate::violation::{self, CallSite, Frame, Level, Paths, Selection, SourceLocation, Violation, Weight};
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
 
@@ -74,6 +74,12 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
     if allowed(&frames, raw.event.category, config) {
         return None;
     }
+    // A slow poll whose every stack sample is inside tokio's own code (its blocking pool's spawn spinning on a
+    // parking_lot lock, `sched_yield`) is the runtime's, not the user's.
+    if !raw.samples.is_empty() && raw.samples.iter().all(|s| violation::lock_owned_by_tokio(&frames_of(s), &PATHS)) {
+        return None;
+    }
+    let weight = judged_weight(&raw, &frames, config);
     let mut detail = raw.detail.as_str().to_owned();
     let mut selection = violation::select(&frames, &PATHS, root);
     // A slow poll has no blocking call to point at: its site is the hottest user frame of the watchdog's stack
@@ -96,8 +102,8 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
     Some(Violation {
         event: raw.event.name,
         category: raw.event.category,
-        weight: raw.weight,
-        level: Level::of(raw.weight.value()),
+        weight,
+        level: Level::of(weight.value()),
         duration: raw.duration,
         count: raw.count,
         detail,
@@ -114,6 +120,24 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
         thread_name: raw.thread_name,
         timestamp: raw.timestamp,
     })
+}
+
+/// The weight of a blocking call once its stack is known: heavy through a synchronous database or network client
+/// ([`Config::blocking_clients`]); trivial when it waits for std's stdout/stderr lock (console output is trivial
+/// whatever its duration, like the write the lock guards); otherwise as recorded.
+fn judged_weight(raw: &RawViolation, frames: &[Frame], config: &Config) -> Weight {
+    let category = raw.event.category;
+    if category == Category::SlowPoll {
+        return raw.weight;
+    }
+    if category == Category::LockWait && violation::waits_for_stdio(frames, &PATHS) {
+        return Weight::Trivial;
+    }
+    let through_client = frames
+        .iter()
+        .filter_map(|f| f.function.as_deref())
+        .any(|name| crate::catalogue::is_blocking_client(name, config.blocking_clients()));
+    if through_client { Weight::Heavy } else { raw.weight }
 }
 
 fn frames_of(stack: &RawStack) -> Vec<Frame> {

@@ -49,8 +49,13 @@ impl Weight {
     /// The weight of a call of `category` that blocked for `duration`, given the slow-poll `threshold`.
     ///
     /// Measured cost can raise the static weight, never lower it: `>= 10 × threshold` is heavy, `>= threshold`
-    /// at least moderate. A lock wait has no static weight: under 1 ms it is light, from 1 ms moderate.
+    /// at least moderate. A lock wait has no static weight: under 1 ms it is light, from 1 ms moderate. A trivial
+    /// call (console output) stays trivial: on a loaded machine a write to stdout can take milliseconds of wall
+    /// time while the thread is preempted, and logging is not the blocking a developer is after.
     pub fn for_call(base: Weight, category: Category, duration: Duration, threshold: Duration) -> Weight {
+        if base == Weight::Trivial {
+            return Weight::Trivial;
+        }
         let base = if category == Category::LockWait {
             if duration < LOCK_WAIT_LIGHT_BELOW { Weight::Light } else { Weight::Moderate }
         } else {
@@ -258,6 +263,11 @@ impl Violation {
     pub fn severity(&self) -> u32 {
         self.weight.value()
     }
+
+    /// What the record adds to a severity score: its weight times the calls it stands for.
+    pub fn score(&self) -> u32 {
+        self.weight.value().saturating_mul(self.count.max(1))
+    }
 }
 
 impl fmt::Display for Violation {
@@ -306,9 +316,15 @@ pub struct Violations {
 }
 
 impl Violations {
-    /// The severity: the maximum weight, 0 when there is none.
+    /// The severity: the sum of the weights of every call (aiocop's `calculate_io_severity_score`), 0 when there
+    /// is none. One `open64` is 10, 29 `pread64` calls through rusqlite (heavy) are 1450, three `stat`s are 3.
     pub fn severity(&self) -> u32 {
-        self.list.iter().map(Violation::severity).max().unwrap_or(0)
+        self.list.iter().fold(0u32, |sum, v| sum.saturating_add(v.score()))
+    }
+
+    /// The violations that weigh something (weight above trivial): the ones a header names.
+    pub fn weighted(&self) -> impl DoubleEndedIterator<Item = &Violation> {
+        self.list.iter().filter(|v| v.weight > Weight::Trivial)
     }
 
     /// The level of [`severity`](Self::severity).
@@ -470,9 +486,10 @@ fn dependency_crate(frame: &Frame) -> Option<String> {
 /// Crates that implement locks rather than hold them: a wait inside them belongs to whoever called them.
 const LOCK_IMPLEMENTATIONS: &[&str] = &["parking_lot::", "parking_lot_core::", "lock_api::"];
 
-/// Whether a lock wait is tokio's own: the first frame past the hook that is not std, libc, blockcop or a lock
-/// implementation (parking_lot, which tokio's `parking_lot` feature uses) belongs to tokio (its runtime, blocking
-/// pool or sync primitives hold their internal locks for a few instructions).
+/// Whether a lock wait (or a slow poll's stack sample) is tokio's own: the first frame past the
+/// hook that is not std, libc, blockcop or a lock implementation (parking_lot, which tokio's `parking_lot` feature
+/// uses) belongs to tokio. tokio's runtime, blocking pool and sync primitives hold their internal locks (and spin
+/// on them) for a few instructions; that is not the user's blocking.
 pub(crate) fn lock_owned_by_tokio(frames: &[Frame], paths: &Paths) -> bool {
     let origins: Vec<Origin> = frames.iter().map(|f| classify(f, paths)).collect();
     let after_hook = origins.iter().rposition(|o| *o == Origin::Hook).map_or(0, |i| i + 1);
@@ -488,6 +505,18 @@ pub(crate) fn lock_owned_by_tokio(frames: &[Frame], paths: &Paths) -> bool {
         let name = frames[i].function.as_deref().unwrap_or("");
         origins[i] == Origin::Dependency && (name.starts_with("tokio::") || name.starts_with("<tokio::"))
     })
+}
+
+/// Whether a lock wait is for std's stdout or stderr lock: a std `stdio` frame lies between the hook and the first
+/// frame outside std and libc. Console output is trivial, and so is waiting for its lock.
+pub(crate) fn waits_for_stdio(frames: &[Frame], paths: &Paths) -> bool {
+    let origins: Vec<Origin> = frames.iter().map(|f| classify(f, paths)).collect();
+    let after_hook = origins.iter().rposition(|o| *o == Origin::Hook).map_or(0, |i| i + 1);
+    frames[after_hook..]
+        .iter()
+        .zip(&origins[after_hook..])
+        .take_while(|(_, o)| matches!(o, Origin::Std | Origin::Unknown))
+        .any(|(f, _)| f.function.as_deref().is_some_and(|n| n.contains("std::io::stdio::")))
 }
 
 /// `file` relative to the workspace `root` when it lies inside it, otherwise unchanged.
@@ -723,7 +752,8 @@ mod tests {
         assert_eq!(w(Weight::Light, Category::Metadata, 0), Weight::Light);
         assert_eq!(w(Weight::Light, Category::Metadata, 10), Weight::Moderate);
         assert_eq!(w(Weight::Light, Category::Metadata, 100), Weight::Heavy);
-        assert_eq!(w(Weight::Trivial, Category::BlockingIo, 99), Weight::Moderate);
+        // Console output stays trivial, however long the write (or the wait for its lock) took.
+        assert_eq!(w(Weight::Trivial, Category::BlockingIo, 99), Weight::Trivial);
         assert_eq!(w(Weight::Heavy, Category::Sleep, 0), Weight::Heavy);
         // Lock waits are weighted by the wait itself.
         let lock = |us| Weight::for_call(Weight::Light, Category::LockWait, Duration::from_micros(us), t);
@@ -759,7 +789,7 @@ mod tests {
     }
 
     #[test]
-    fn severity_is_max_weight_and_worst_is_earliest_among_equals() {
+    fn severity_sums_weights_and_worst_is_earliest_among_equals() {
         let set = Violations {
             list: vec![
                 violation("statx", Weight::Light),
@@ -769,10 +799,17 @@ mod tests {
             ],
             dropped: 0,
         };
-        assert_eq!(set.severity(), 50);
+        assert_eq!(set.severity(), 1 + 50 + 50 + 10);
         assert_eq!(set.level(), Level::High);
         assert_eq!(set.first().unwrap().event, "statx");
         assert_eq!(set.worst().unwrap().event, "open64");
+        // Merged identical calls count once each; light calls add up to a level.
+        let reads = Violation { count: 10, ..violation("pread64", Weight::Light) };
+        let set = Violations { list: vec![reads], dropped: 0 };
+        assert_eq!((set.severity(), set.level()), (10, Level::Medium));
+        // Trivial calls weigh nothing and are not among the weighted.
+        let set = Violations { list: vec![violation("write", Weight::Trivial)], dropped: 0 };
+        assert_eq!((set.severity(), set.weighted().count()), (0, 0));
         assert_eq!(Violations::default().severity(), 0);
         assert_eq!(Violations::default().level(), Level::Low);
     }

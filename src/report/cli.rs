@@ -5,7 +5,7 @@
 //! blockcop report [PATH...] [--format text|json|sarif] [--fail-severity N|low|medium|high] [--root DIR]
 //! ```
 //!
-//! Exit status: 0; 1 when any group reaches `--fail-severity` (default high); 2 when the input cannot be read.
+//! Exit status: 0; 1 when any group reaches `--fail-severity` (default medium, as the harness); 2 when the input cannot be read.
 //! With `GITHUB_ACTIONS=true`, the text format ends with GitHub Actions annotations (`::error file=…,line=…::…`).
 
 use std::io::Write;
@@ -37,7 +37,7 @@ struct ReportArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Exit with status 1 when any group reaches this severity: a number, or low, medium, high.
-    #[arg(long, default_value = "high", value_parser = parse_severity)]
+    #[arg(long, default_value = "medium", value_parser = parse_severity)]
     fail_severity: u32,
     /// Read source snippets relative to this directory. By default, the workspace root.
     #[arg(long)]

@@ -1,7 +1,7 @@
 //! A run's violations aggregated by (call site, event), ranked by severity then occurrences: the list of call
 //! sites to fix.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -22,7 +22,8 @@ pub struct Group {
     pub category: Category,
     /// The call site.
     pub call_site: CallSite,
-    /// The highest weight seen.
+    /// The group's score: the largest sum of weights (weight × calls) its records reached within one scope (one
+    /// request, test body or task), so a call site fails the report exactly when it alone would fail a request.
     pub severity: u32,
     /// The level of `severity`.
     pub level: Level,
@@ -99,6 +100,8 @@ impl Summary {
     /// Aggregates records by (call site, event).
     pub fn from_records(records: &[Record]) -> Summary {
         let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+        // Each group's score within each scope (and task: the runtime hooks' per-thread scopes hold many tasks).
+        let mut scores: HashMap<(String, String, u64, Option<u64>), u32> = HashMap::new();
         let mut summary = Summary::default();
         for r in records {
             let v = match &r.body {
@@ -111,12 +114,16 @@ impl Summary {
             summary.records += 1;
             let key = (v.call_site.to_string(), v.event.clone());
             let duration = Duration::from_micros(v.duration_us);
+            let task = r.task.as_ref().and_then(|t| t.id);
+            let score = scores.entry((key.0.clone(), key.1.clone(), r.scope_id, task)).or_default();
+            *score = score.saturating_add(v.weight.saturating_mul(v.count.max(1)));
+            let score = *score;
             let g = groups.entry(key).or_insert_with(|| Group {
                 event: v.event.clone(),
                 category: v.category,
                 call_site: v.call_site.clone(),
-                severity: v.weight,
-                level: v.level,
+                severity: score,
+                level: Level::of(score),
                 occurrences: 0,
                 worst_duration: duration,
                 total_duration: Duration::ZERO,
@@ -126,10 +133,10 @@ impl Summary {
             });
             g.occurrences += u64::from(v.count.max(1));
             g.total_duration += duration;
-            if (v.weight, duration) > (g.severity, g.worst_duration) {
+            if (v.weight, duration) > (g.example.weight, Duration::from_micros(g.example.duration_us)) {
                 g.example = v.clone();
             }
-            g.severity = g.severity.max(v.weight);
+            g.severity = g.severity.max(score);
             g.level = Level::of(g.severity);
             g.worst_duration = g.worst_duration.max(duration);
             if let Some(req) = &r.request {

@@ -40,6 +40,7 @@ on_both_flavors!(
     blocking_socket_io,
     metadata,
     lock_wait,
+    stdout_lock_wait_is_trivial,
     slow_poll_moderate,
     slow_poll_heavy,
     tokio_sleep_is_clean,
@@ -47,6 +48,7 @@ on_both_flavors!(
     tokio_lookup_host_is_clean,
     tokio_sockets_are_clean,
     tokio_mutex_is_clean,
+    tokio_process_is_clean,
     spawn_blocking_is_clean,
     cpu_in_spawn_blocking_is_clean,
     allow_blocking_is_clean,
@@ -203,6 +205,24 @@ fn lock_wait(flavor: Flavor) {
     holder.join().expect("holder");
     let hit = assert_blocked(&v, "futex", Level::Medium, "lock.lock()");
     assert_eq!(hit.category, Category::LockWait);
+    // A std Mutex wait of 1 ms or more fails a test at the default fail severity.
+    assert!(v.severity() >= Config::default().fail_severity(), "{}", describe(&v));
+}
+
+fn stdout_lock_wait_is_trivial(flavor: Flavor) {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    // Another thread holds the stdout lock for 50 ms (as a logging thread does mid-write on a loaded machine): the
+    // wait for it is console output, trivial however long it took, and fails nothing.
+    let holder = scenarios::hold_stdout_on_other_thread(scenarios::BLOCK_FOR);
+    let v = run_in_scope(flavor, scenarios::print_while_stdout_is_locked);
+    holder.join().expect("holder");
+    let wait = assert_blocked(&v, "futex", Level::Low, "writeln!(std::io::stdout()");
+    assert!(wait.duration >= Duration::from_millis(1), "{wait}");
+    assert_eq!(wait.weight, Weight::Trivial, "{wait}");
+    assert_eq!(v.severity(), 0, "{}", describe(&v));
+    assert!(blockcop::ViolationsHeader::from_violations(&v).is_none(), "{}", describe(&v));
 }
 
 /// The expected call site of a slow poll of `hash_inline`: the hot loop's line, found by the watchdog's stack
@@ -267,6 +287,16 @@ fn tokio_sockets_are_clean(flavor: Flavor) {
 
 fn tokio_mutex_is_clean(flavor: Flavor) {
     assert_clean(&run_in_scope(flavor, scenarios::tokio_mutex));
+}
+
+fn tokio_process_is_clean(flavor: Flavor) {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    // Spawning through tokio::process calls `posix_spawnp` on the worker thread (a short vfork) and reaps the child
+    // without waiting: not flagged, as `std::process`'s fix hint recommends it.
+    let v = run_in_scope(flavor, || async { assert!(scenarios::tokio_process().await, "the programs ran") });
+    assert_clean(&v);
 }
 
 fn spawn_blocking_is_clean(flavor: Flavor) {

@@ -133,6 +133,11 @@ fn fixture(dir: &Path) -> PathBuf {
         json!({ "version": SCHEMA_VERSION, "kind": "dropped", "count": 3, "request": { "method": "GET", "path": "/v1/notes" },
                 "task": null, "test": null, "scope_id": 9, "pid": 4242, "timestamp_us": 1_795_000_000_000_000u64 }),
     ];
+    // Each record comes from a scope of its own (one request or test each), as the layer makes them.
+    let mut lines = lines;
+    for (i, line) in lines.iter_mut().enumerate() {
+        line["scope_id"] = json!(i + 1);
+    }
     let path = dir.join("1795000000000-4242.jsonl");
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&path, text).expect("write fixture");
@@ -161,9 +166,9 @@ fn text_summary_ranks_call_sites_and_renders_each_once() {
     let root = workspace_root();
     let (status, out, err) =
         blockcop(&["report", file.to_str().expect("path"), "--root", root.to_str().expect("root")]);
-    // Heavy call sites reach the default fail severity (high): exit status 1.
+    // Heavy and moderate call sites reach the default fail severity (medium): exit status 1.
     assert_eq!(status, 1, "{err}");
-    assert_eq!(err, "blockcop: 3 call site(s) reach the fail severity 50\n");
+    assert_eq!(err, "blockcop: 4 call site(s) reach the fail severity 10\n");
     snapshot_settings().bind(|| insta::assert_snapshot!("summary_text", out));
     let (status, _, _) = blockcop(&["report", file.to_str().expect("path"), "--fail-severity", "500"]);
     assert_eq!(status, 0);

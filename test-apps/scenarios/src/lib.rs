@@ -116,6 +116,24 @@ pub async fn wait_for_std_mutex(lock: Arc<Mutex<u64>>) -> u64 {
     guard.map_or(0, |g| *g)
 }
 
+/// Logging to stdout (as `tracing_subscriber::fmt` does, through `io::stdout()`) while another thread holds the
+/// stdout lock: the wait for the lock is console output, trivial like the write it guards.
+pub async fn print_while_stdout_is_locked() {
+    let _ = writeln!(std::io::stdout(), "scenario: logging while another thread writes"); // blocks: futex
+}
+
+/// Holds the stdout lock on a new thread for `hold`; returns once it is held.
+pub fn hold_stdout_on_other_thread(hold: Duration) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _guard = std::io::stdout().lock();
+        let _ = tx.send(());
+        std::thread::sleep(hold);
+    });
+    let _ = rx.recv();
+    holder
+}
+
 /// Holds `lock` on a new thread for `hold`; returns once it is held.
 pub fn hold_lock_on_other_thread(lock: Arc<Mutex<u64>>, hold: Duration) -> std::thread::JoinHandle<()> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -175,6 +193,13 @@ pub async fn tokio_socket_round_trip() -> Vec<u8> {
     conn.read_to_end(&mut got).await.expect("read");
     client.await.expect("client task");
     got
+}
+
+/// `tokio::process` instead of `std::process`: what blockcop's fix hint for `std::process` recommends.
+pub async fn tokio_process() -> bool {
+    let status = tokio::process::Command::new("true").status().await;
+    let output = tokio::process::Command::new("echo").arg("hi").output().await;
+    status.is_ok_and(|s| s.success()) && output.is_ok_and(|o| o.stdout == b"hi\n")
 }
 
 /// Blocking work moved to the blocking pool with `spawn_blocking`.
