@@ -75,6 +75,9 @@ impl Scope {
                 threshold_ns,
                 threshold_ticks: clock::ns_to_ticks(threshold_ns),
                 coarse_slack_ns: clock::coarse_slack_ns(threshold_ns),
+                cpu_reference_ticks: clock::ns_to_ticks(
+                    u64::try_from(thread::CPU_REFERENCE_EVERY.as_nanos()).unwrap_or(u64::MAX),
+                ),
                 ticks: clock::Ticks::get(),
                 cap: config.max_violations_per_scope(),
                 config: config.clone(),
@@ -203,6 +206,8 @@ pub(crate) struct ScopeShared {
     threshold_ticks: u64,
     /// A poll whose coarse-clock difference is below this cannot be slow (see [`clock`]'s docs).
     coarse_slack_ns: u64,
+    /// [`thread::CPU_REFERENCE_EVERY`] in raw ticks.
+    cpu_reference_ticks: u64,
     ticks: clock::Ticks,
     cap: usize,
     records: Mutex<Records>,
@@ -273,7 +278,8 @@ impl ScopeShared {
     /// The start of a poll.
     #[inline(always)]
     pub(crate) fn stamp(&self) -> clock::Stamp {
-        clock::Stamp { ticks: self.ticks.now(), coarse: thread::last_coarse() }
+        let ticks = self.ticks.now();
+        clock::Stamp { ticks, coarse: thread::poll_begins(ticks, self.cpu_reference_ticks) }
     }
 
     /// Ends a poll that started at `start`: a slow one (not counting time already reported or allowed since
@@ -303,10 +309,9 @@ impl ScopeShared {
         let ns = self.ticks.delta_ns(start, end);
         // Time already reported as blocking calls (or allowed) is not reported again as a slow poll.
         let mut busy = ns.saturating_sub(thread::excluded_since(excluded_at_entry));
-        // Time the OS kept the thread off the CPU (preempted) is not the poll's doing.
+        // Time the OS kept the thread off the CPU (preempted on a loaded machine) is not the poll's doing.
         if busy >= self.threshold_ns
-            && let Some(on_cpu) =
-                thread::current_slot().and_then(|slot| thread::suspended(|_| slot.on_cpu_ns(start, end)))
+            && let Some(on_cpu) = thread::suspended(|_| on_cpu_at_least(start))
         {
             busy = busy.min(on_cpu);
         }
@@ -365,6 +370,26 @@ impl ScopeShared {
             records.list.push(raw);
         }
     }
+}
+
+/// At least how long the poll that began at raw tick `start` and is ending now kept its thread on a CPU, in ns;
+/// `None` where there is no thread CPU clock.
+///
+/// The thread's CPU time now, less the most its CPU time can have been when the poll began: the thread's CPU-time
+/// reference (read when this poll began, or when another began less than [`thread::CPU_REFERENCE_EVERY`] before)
+/// plus the wall time from it to `start`, and at most what the watchdog read when it first saw the poll in
+/// progress. So a poll preempted for 30 ms that ran for 20 µs counts about 20 µs, whether or not the watchdog saw
+/// it, and a poll that computed for 30 ms counts at least 29 ms.
+fn on_cpu_at_least(start: u64) -> Option<u64> {
+    let now = crate::sampler::own_cpu_ns()?;
+    let from_reference = thread::cpu_reference()
+        .map(|(tick, cpu)| if tick <= start { cpu.saturating_add(clock::delta_ns(tick, start)) } else { cpu });
+    let from_watchdog = thread::current_slot().and_then(|slot| slot.seen()).filter(|(tick, _)| *tick >= start);
+    let cpu_at_start = match (from_reference, from_watchdog.map(|(_, cpu)| cpu)) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    Some(now.saturating_sub(cpu_at_start))
 }
 
 /// Times one poll; on drop (also while unwinding) checks it against the slow-poll threshold, then leaves the scope.

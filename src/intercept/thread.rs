@@ -34,6 +34,11 @@ struct State {
     slot: Cell<Option<&'static Slot>>,
     /// The coarse clock's latest reading on this thread (at the end of its latest poll; 0 before any).
     last_coarse: Cell<u64>,
+    /// The raw tick and the thread's CPU time (ns) then: read when a poll begins more than
+    /// [`CPU_REFERENCE_EVERY`] after the previous reading (so at most about once per ms per thread: a fraction of a
+    /// per mille of its time), so that a slow poll's CPU time is known within that much without reading the CPU
+    /// clock at the beginning of every poll. Tick 0: none yet.
+    cpu_reference: Cell<(u64, u64)>,
     /// While detection is suspended inside a scope (a blocking call being recorded, blockcop's own work): that
     /// scope, for the sampling signal handler; null otherwise.
     suspended: Cell<*const ScopeShared>,
@@ -51,6 +56,7 @@ thread_local! {
             task: Cell::new(None),
             slot: Cell::new(None),
             last_coarse: Cell::new(0),
+            cpu_reference: Cell::new((0, 0)),
             suspended: Cell::new(ptr::null()),
             detached: DetachedPoll::new(),
             own: Cell::new((0, ptr::null())),
@@ -99,16 +105,43 @@ fn publish_end(s: &State, outermost: bool) {
     }
 }
 
-/// The coarse clock's latest reading on this thread: at or before now, and 0 before this thread's first poll ends.
+/// How stale the thread's CPU-time reference may be when a poll begins before it is read again: 1 ms.
+pub(crate) const CPU_REFERENCE_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// For a poll beginning at raw tick `start`: the coarse clock's latest reading on this thread (at or before now, and
+/// 0 before this thread's first poll ends), after making sure the thread's CPU-time reference is at most
+/// `reference_every_ticks` old (see [`cpu_reference`]).
 #[inline(always)]
-pub(crate) fn last_coarse() -> u64 {
-    STATE.try_with(|s| s.last_coarse.get()).unwrap_or(0)
+pub(crate) fn poll_begins(start: u64, reference_every_ticks: u64) -> u64 {
+    STATE
+        .try_with(|s| {
+            if start.wrapping_sub(s.cpu_reference.get().0) >= reference_every_ticks {
+                refresh_cpu_reference(s, start);
+            }
+            s.last_coarse.get()
+        })
+        .unwrap_or(0)
 }
 
 /// Keeps `coarse`, read now, as this thread's latest coarse-clock reading.
 #[inline(always)]
 pub(crate) fn set_last_coarse(coarse: u64) {
     let _ = STATE.try_with(|s| s.last_coarse.set(coarse));
+}
+
+#[cold]
+#[inline(never)]
+fn refresh_cpu_reference(s: &State, now: u64) {
+    if let Some(cpu) = sampler::own_cpu_ns() {
+        s.cpu_reference.set((now.max(1), cpu));
+    }
+}
+
+/// This thread's latest CPU-time reference: the raw tick it was taken at and the thread's CPU time then (ns). Taken
+/// when a poll began (a poll beginning within [`CPU_REFERENCE_EVERY`] of an earlier one keeps that one's), so at or
+/// before the beginning of the current poll; `None` before the first.
+pub(crate) fn cpu_reference() -> Option<(u64, u64)> {
+    STATE.try_with(|s| s.cpu_reference.get()).ok().filter(|(tick, _)| *tick != 0)
 }
 
 /// What this thread is polling, for the sampling signal handler: the scope (with one more strong count taken for

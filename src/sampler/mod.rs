@@ -157,19 +157,13 @@ impl Slot {
         self.poll_start.store(0, Ordering::Release);
     }
 
-    /// How long the current poll (begun at raw tick `start`, ending now at `end`) kept the thread on a CPU, in ns:
-    /// the wall time until the watchdog first saw the poll, plus the thread's CPU time since. `None` when the
-    /// watchdog never saw this poll. A thread preempted by the OS is not stalling its tasks by its own doing, so a
-    /// slow poll counts this time, not the wall time.
-    pub(crate) fn on_cpu_ns(&self, start: u64, end: u64) -> Option<u64> {
+    /// The thread's CPU time (ns) when the watchdog first saw the current poll, if it has seen it, with the raw
+    /// tick it read it at.
+    pub(crate) fn seen(&self) -> Option<(u64, u64)> {
         if self.seen_generation.load(Ordering::Acquire) != self.generation.load(Ordering::Relaxed) {
             return None;
         }
-        let seen_tick = self.seen_tick.load(Ordering::Relaxed);
-        let seen_cpu = self.seen_cpu_ns.load(Ordering::Relaxed);
-        let cpu_now = own_cpu_ns()?;
-        let before_seen = clock::delta_ns(start, seen_tick.clamp(start, end));
-        Some(before_seen + cpu_now.saturating_sub(seen_cpu))
+        Some((self.seen_tick.load(Ordering::Relaxed), self.seen_cpu_ns.load(Ordering::Relaxed)))
     }
 
     /// The samples the watchdog took of the current poll, leaving none behind.
@@ -419,7 +413,7 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
 }
 
 /// The calling thread's CPU time in ns.
-fn own_cpu_ns() -> Option<u64> {
+pub(crate) fn own_cpu_ns() -> Option<u64> {
     cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 

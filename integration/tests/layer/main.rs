@@ -297,6 +297,52 @@ async fn app_that_logs_every_request_to_stdout_is_clean() {
     }
 }
 
+/// On a loaded machine (two busy loops per core beside the server) trivial requests are preempted for tens of ms of
+/// wall time while using microseconds of CPU: none of 2,000 (16 in flight) may be a slow poll. A handler that really
+/// computes for 30 ms of CPU is still reported, at its loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_machine_raises_no_slow_poll_and_a_cpu_loop_is_still_caught() {
+    let _load = support::BusyLoops::start(2);
+    scenarios::rounds_for(Duration::from_millis(30)); // measured once, outside any request
+    let app = axum::Router::new()
+        .route("/items", axum::routing::get(|| async { axum::Json((0..19).collect::<Vec<u32>>()) }))
+        .route(
+            "/hash",
+            axum::routing::get(|| async { scenarios::hash_inline(Duration::from_millis(30)).await.to_string() }),
+        );
+    let server = TestServer::spawn_with(app, on()).await.expect("serve");
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let client = server.client();
+        clients.spawn(async move {
+            let mut flagged = Vec::new();
+            for _ in 0..125 {
+                let res = client.get("/items").expect_blocking().send().await;
+                assert_eq!(res.status(), 200);
+                flagged.extend(res.violations().map(|h| h.to_string()));
+            }
+            flagged
+        });
+    }
+    let mut flagged = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        flagged.extend(done.expect("client task"));
+    }
+    assert!(flagged.is_empty(), "{} of 2000 trivial requests flagged: {flagged:#?}", flagged.len());
+    let res = server.client().get("/hash").expect_blocking().send().await;
+    let h = res.violations().expect("the CPU loop is a slow poll");
+    if blockcop::sampling_active() {
+        let line = support::marked_line("fold", "slow_poll");
+        assert_eq!(
+            (h.worst.event.as_str(), h.worst.file_line()),
+            ("slow_poll", Some((support::SCENARIOS, line))),
+            "{h}"
+        );
+    } else {
+        assert_eq!(h.worst.event, "slow_poll", "{h}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_tower_service_on_hyper() {
     if !blockcop::is_interposing() {

@@ -148,15 +148,53 @@ pub fn hold_lock_on_other_thread(lock: Arc<Mutex<u64>>, hold: Duration) -> std::
 
 // ---- slow poll ---------------------------------------------------------------------------------------------
 
-/// CPU-bound work inline: a hash loop that runs until `budget` of wall time has passed, without yielding. The
-/// clock is read through the vDSO (no system call), so stack samples land in the hashing, not in the clock.
-pub async fn hash_inline(budget: Duration) -> u64 {
-    let start = std::time::Instant::now();
-    let mut h = 0xcbf2_9ce4_8422_2325_u64;
-    while start.elapsed() < budget {
-        h = (0..20_000u64).fold(h, |h, i| (h ^ i).wrapping_mul(0x100_0000_01b3)); // blocks: slow_poll
+/// CPU-bound work inline: a hash loop that computes for about `budget` of CPU time, without yielding. The loop is
+/// bounded by a calibrated amount of work, not by a clock, so it does the same work on a loaded machine (where it
+/// takes longer) and makes no system call a stack sample could land on. The work is measured when the future is
+/// made (the first time in a process, see [`rounds_for`]), not when it is polled.
+pub fn hash_inline(budget: Duration) -> impl std::future::Future<Output = u64> + Send {
+    let rounds = rounds_for(budget);
+    async move {
+        let mut h = 0xcbf2_9ce4_8422_2325_u64;
+        for _ in 0..rounds {
+            h = (0..HASH_ROUND).fold(h, |h, i| (h ^ i).wrapping_mul(0x100_0000_01b3)); // blocks: slow_poll
+        }
+        std::hint::black_box(h)
     }
-    h
+}
+
+/// Iterations of one round of [`hash_inline`]'s loop.
+const HASH_ROUND: u64 = 20_000;
+
+/// How many rounds of [`hash_inline`]'s loop take `budget` of CPU time on this machine: measured once per process
+/// by the thread's CPU clock (so machine load does not stretch it), as the fastest of five 1 ms runs. The loop can
+/// take up to about twice that CPU time while a sibling hyperthread is busy, never less.
+pub fn rounds_for(budget: Duration) -> u64 {
+    static NS_PER_ROUND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ns_per_round = *NS_PER_ROUND.get_or_init(|| {
+        let mut best = f64::MAX;
+        let mut h = 1u64;
+        for _ in 0..5 {
+            let start = thread_cpu_ns();
+            let mut rounds = 0u64;
+            while thread_cpu_ns() - start < 1_000_000 {
+                h = (0..HASH_ROUND).fold(h, |h, i| (h ^ i).wrapping_mul(0x100_0000_01b3));
+                rounds += 1;
+            }
+            best = best.min((thread_cpu_ns() - start) as f64 / rounds as f64);
+        }
+        std::hint::black_box(h);
+        best
+    });
+    (budget.as_nanos() as f64 / ns_per_round).ceil() as u64
+}
+
+/// The calling thread's CPU time in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 // ---- the fixed twins: none of these may be flagged ----------------------------------------------------------
