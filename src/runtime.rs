@@ -164,6 +164,10 @@ static THREAD_SCOPES: Mutex<Vec<Scope>> = Mutex::new(Vec::new());
 /// (target `blockcop`), and returns them. Runs every 100 ms on blockcop's watchdog thread and at exit; call it to
 /// see task violations at once (each violation is returned by one call only).
 pub fn drain() -> crate::Violations {
+    // One drain at a time: a drain that finds a scope already taken by a concurrent one (the watchdog's) returns
+    // only after that one has put what it took in `recent()`, so what was recorded before a call is seen after it.
+    static DRAINING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = DRAINING.lock().unwrap_or_else(PoisonError::into_inner);
     let scopes: Vec<Scope> = {
         let mut kept = THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner);
         let scopes = kept.clone();

@@ -5,7 +5,11 @@
 //! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation) and the HTTP
 //!   benchmark of the layer (no layer / disabled / enabled).
 //! - `report`: `blockcop report` over the run files (`--format text|json|sarif`, `--fail-severity`).
-//! - `ci`: what CI runs: format check, clippy, and the test suite with and without `RUST_TEST_BLOCKCOP=1`.
+//! - `ci`: what CI runs: format check, clippy, and the test suite with and without `RUST_TEST_BLOCKCOP=1`, then
+//!   `loaded`.
+//! - `loaded`: the detector, layer and runtime suites with `RUST_TEST_BLOCKCOP=1` (also with `--cfg tokio_unstable`)
+//!   while two busy loops per core run beside them, as on a shared CI runner: a detector that cries wolf under
+//!   load gets switched off. `--times N` runs them N times in a row and counts the runs that passed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -77,7 +81,83 @@ fn ci() -> Result<(), String> {
         .env("RUST_TEST_BLOCKCOP", "1")
         .env("RUSTFLAGS", "--cfg tokio_unstable")
         .env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
-    run("tests, --cfg tokio_unstable", unstable)
+    run("tests, --cfg tokio_unstable", unstable)?;
+    loaded(&[])
+}
+
+/// Spins `per_core` threads per core until dropped: the load of a shared CI runner.
+struct BusyLoops {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyLoops {
+    fn start(per_core: usize) -> BusyLoops {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..cores * per_core)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        eprintln!("xtask: {} busy loops running ({per_core} per core)", cores * per_core);
+        BusyLoops { stop, threads }
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn loaded(args: &[String]) -> Result<(), String> {
+    let times: usize = match args {
+        [] => 1,
+        [flag, n] if flag == "--times" => {
+            n.parse().map_err(|_| format!("loaded: --times takes a whole number, got {n:?}"))?
+        }
+        _ => return Err(format!("loaded: unknown arguments {args:?} (accepted: --times N)")),
+    };
+    let suites = ["--test", "detector", "--test", "layer", "--test", "runtime"];
+    // Build first, unloaded: the load is for the tests, not the compiler.
+    for unstable in [false, true] {
+        let mut build = loaded_tests(unstable, &suites);
+        build.arg("--no-run");
+        run("build the loaded suites", build)?;
+    }
+    let _load = BusyLoops::start(2);
+    let mut passed = 0;
+    for i in 1..=times {
+        let ok = [false, true].into_iter().all(|unstable| {
+            let what = format!(
+                "run {i}/{times}: detector, layer, runtime on a loaded machine{}",
+                if unstable { ", --cfg tokio_unstable" } else { "" }
+            );
+            run(&what, loaded_tests(unstable, &suites)).map_err(|e| eprintln!("xtask: {e}")).is_ok()
+        });
+        passed += usize::from(ok);
+    }
+    eprintln!("xtask: loaded: {passed} of {times} runs passed");
+    if passed == times { Ok(()) } else { Err(format!("loaded: {} of {times} runs failed", times - passed)) }
+}
+
+fn loaded_tests(unstable: bool, suites: &[&str]) -> Command {
+    let mut c = cargo();
+    c.args(["test", "--package", "integration"]).args(suites).env("RUST_TEST_BLOCKCOP", "1");
+    if unstable {
+        c.env("RUSTFLAGS", "--cfg tokio_unstable").env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
+    }
+    c
 }
 
 fn main() -> ExitCode {
@@ -87,7 +167,8 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("ci") => ci(),
         Some("report") => report(&args[1..]),
-        _ => Err("usage: cargo xtask <demo [--detector]|bench|report [args]|ci>".to_owned()),
+        Some("loaded") => loaded(&args[1..]),
+        _ => Err("usage: cargo xtask <demo [--detector]|bench|report [args]|ci|loaded [--times N]>".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
