@@ -10,8 +10,8 @@
 //! the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial violations
 //! (console output) never make a header on their own and are never `first` or `worst`. Inside fields, bytes outside
 //! visible ASCII and the characters `%`, `;`, `=`, `@` are percent-encoded, so the value is always a valid
-//! `HeaderValue`. The whole value is at most 512 bytes: long sites
-//! are shortened from the left (keeping the file name and line, marked with a leading `..`), never the structure.
+//! `HeaderValue`. The whole value is at most 512 bytes: long sites are shortened from the left (keeping the file name
+//! and line, marked with a leading `..`), never the structure.
 
 use std::fmt;
 
