@@ -10,6 +10,8 @@
 //! - `loaded`: the detector, layer and runtime suites with `RUST_TEST_BLOCKCOP=1` (also with `--cfg tokio_unstable`)
 //!   while two busy loops per core run beside them, as on a shared CI runner: a detector that cries wolf under
 //!   load gets switched off. `--times N` runs them N times in a row and counts the runs that passed.
+//! - `drive`: drives a running service over loopback and tallies its `x-blocking-violations` headers: how many
+//!   requests would fail, at which sites (`cargo xtask drive --help`; `--load` adds the busy loops).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -160,16 +162,25 @@ fn loaded_tests(unstable: bool, suites: &[&str]) -> Command {
     c
 }
 
+fn drive(args: &[String]) -> Result<(), String> {
+    let mut c = cargo();
+    c.args(["run", "--quiet", "--package", "integration", "--bin", "drive", "--"]).args(args);
+    run("drive", c)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("demo") => demo(&args[1..]),
-        Some("bench") => bench(),
-        Some("ci") => ci(),
-        Some("report") => report(&args[1..]),
-        Some("loaded") => loaded(&args[1..]),
-        _ => Err("usage: cargo xtask <demo [--detector]|bench|report [args]|ci|loaded [--times N]>".to_owned()),
-    };
+    let result =
+        match args.first().map(String::as_str) {
+            Some("demo") => demo(&args[1..]),
+            Some("bench") => bench(),
+            Some("ci") => ci(),
+            Some("report") => report(&args[1..]),
+            Some("loaded") => loaded(&args[1..]),
+            Some("drive") => drive(&args[1..]),
+            _ => Err("usage: cargo xtask <demo [--detector]|bench|report [args]|ci|loaded [--times N]|drive [args]>"
+                .to_owned()),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
