@@ -10,7 +10,8 @@
 //!
 //! Requests cycle through the targets. Each target is a path, or a method and a path, optionally followed by a
 //! body (sent as JSON when it starts with `{` or `[`, else as a form). Redirects are not followed: the header
-//! belongs to the response that carries it. The tally counts, per target and overall, the responses with an `x-blocking-violations`
+//! belongs to the response that carries it. `CONNECT host:port` sends an authority-form CONNECT over its own
+//! connection and reads the response head (the tunnel itself is not used). The tally counts, per target and overall, the responses with an `x-blocking-violations`
 //! header, their levels, how many reach the fail severity (what the test harness would fail), the `first=` and
 //! `worst=` sites, and headers that did not parse (with the position the parser gave).
 
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use blockcop::{Level, ViolationsHeader};
+use blockcop::{Level, ViolationsHeader, X_BLOCKING_VIOLATIONS};
 use clap::Parser;
 use tokio::sync::Semaphore;
 
@@ -28,7 +29,7 @@ struct Args {
     /// The service's base URL, e.g. `http://127.0.0.1:8080`.
     base: String,
     /// What to request: `PATH`, `METHOD PATH` or `METHOD PATH BODY` (a BODY starting with `{` or `[` is sent as
-    /// JSON, any other as `application/x-www-form-urlencoded`).
+    /// JSON, any other as `application/x-www-form-urlencoded`), or `CONNECT host:port`.
     #[arg(required = true)]
     targets: Vec<String>,
     /// How many requests to send in all (cycling through the targets).
@@ -60,13 +61,21 @@ impl Target {
             return Ok(Target { method: reqwest::Method::GET, path: s.to_owned(), body: None });
         }
         let method = reqwest::Method::from_bytes(first.as_bytes()).map_err(|_| format!("{s:?}: bad method"))?;
+        if method == reqwest::Method::CONNECT {
+            let authority = parts.next().filter(|a| a.contains(':'));
+            let authority = authority.ok_or_else(|| format!("{s:?}: expected `CONNECT host:port`"))?;
+            return Ok(Target { method, path: authority.to_owned(), body: None });
+        }
         let path = parts.next().filter(|p| p.starts_with('/'));
         let path = path.ok_or_else(|| format!("{s:?}: expected `PATH`, `METHOD PATH` or `METHOD PATH BODY`"))?;
         Ok(Target { method, path: path.to_owned(), body: parts.next().map(str::to_owned) })
     }
 
     fn label(&self) -> String {
-        format!("{} {}", self.method, self.path)
+        match &self.body {
+            Some(body) => format!("{} {} {body}", self.method, self.path),
+            None => format!("{} {}", self.method, self.path),
+        }
     }
 }
 
@@ -152,7 +161,68 @@ impl Tally {
     }
 }
 
+/// An error with its chain of causes (reqwest's own message rarely says why).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(s, ": {cause}");
+        source = cause.source();
+    }
+    s
+}
+
+/// The outcome of a response whose `x-blocking-violations` value is `header`.
+fn outcome(status: u16, header: Option<Result<&str, String>>) -> Outcome {
+    match header {
+        None => Outcome::Clean(status),
+        Some(value) => match value.and_then(|v| ViolationsHeader::parse(v).map_err(|e| format!("{e} in {v:?}"))) {
+            Ok(h) => Outcome::Flagged(status, h),
+            Err(e) => Outcome::Malformed(status, e),
+        },
+    }
+}
+
+/// Sends `CONNECT authority` to the service at `base` on a connection of its own and reads the response head.
+async fn send_connect(base: &str, authority: &str) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").unwrap_or(base);
+    let mut stream = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(format!("connecting to {addr}: {e}")),
+    };
+    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    if let Err(e) = stream.write_all(request.as_bytes()).await {
+        return Outcome::Failed(format!("sending CONNECT: {e}"));
+    }
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {
+                let status = response.code.unwrap_or(0);
+                let header =
+                    response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(X_BLOCKING_VIOLATIONS.as_str()));
+                return outcome(status, header.map(|h| std::str::from_utf8(h.value).map_err(|e| e.to_string())));
+            }
+            Ok(httparse::Status::Partial) if head.len() < 64 * 1024 => {}
+            Ok(httparse::Status::Partial) => return Outcome::Failed("CONNECT response head over 64 KiB".to_owned()),
+            Err(e) => return Outcome::Failed(format!("CONNECT response: {e}")),
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) => return Outcome::Failed("CONNECT: connection closed before the response head".to_owned()),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Outcome::Failed(format!("reading the CONNECT response: {e}")),
+        }
+    }
+}
+
 async fn send(client: &reqwest::Client, base: &str, target: &Target) -> Outcome {
+    if target.method == reqwest::Method::CONNECT {
+        return send_connect(base, &target.path).await;
+    }
     let mut request = client.request(target.method.clone(), format!("{base}{}", target.path));
     if let Some(body) = &target.body {
         let json = body.starts_with('{') || body.starts_with('[');
@@ -161,13 +231,13 @@ async fn send(client: &reqwest::Client, base: &str, target: &Target) -> Outcome 
     }
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return Outcome::Failed(with_sources(&e)),
     };
     let status = response.status().as_u16();
-    let header = response.headers().get(blockcop::X_BLOCKING_VIOLATIONS).cloned();
+    let header = response.headers().get(X_BLOCKING_VIOLATIONS).cloned();
     // Read the whole body: what the service does while sending it belongs to the request.
     if let Err(e) = response.bytes().await {
-        return Outcome::Failed(format!("reading the body: {e}"));
+        return Outcome::Failed(format!("reading the body: {}", with_sources(&e)));
     }
     match header {
         None => Outcome::Clean(status),
@@ -225,5 +295,9 @@ async fn main() -> Result<(), String> {
         println!("{}\n    {}\n", target.label(), tally.summary(fail_severity));
     }
     println!("all targets\n    {}", total.summary(fail_severity));
+    let failed: usize = total.errors.values().sum();
+    if failed > 0 {
+        return Err(format!("{failed} of {} requests got no response", total.requests));
+    }
     Ok(())
 }
