@@ -4,7 +4,8 @@
 //!    tokio-metrics' `TaskMonitor::instrument`, on current_thread and multi_thread (1 and 2 workers) runtimes;
 //! 2. per intercepted libc call outside a scope: a 1-byte `read` of /dev/zero through the hook against libc's
 //!    own `read` (found with `dlsym(RTLD_NEXT)`);
-//! 3. per recorded violation before symbolization: the same `read` inside a scope.
+//! 3. per recorded violation before symbolization: the same `read` inside a scope, called directly and from 100
+//!    frames deeper (the depth of a read inside a bundled SQLite under an axum handler).
 //!
 //! Variants run interleaved, many short rounds; each figure is the median of the rounds, and each added cost the
 //! median of the per-round differences with their quartiles (so a round disturbed by the machine moves one sample,
@@ -90,6 +91,12 @@ fn hooked_read(fd: c_int, buf: *mut c_void, n: usize) -> isize {
     unsafe { libc::read(fd, buf, n) }
 }
 
+/// Runs `f` `depth` frames below the caller.
+#[inline(never)]
+fn at_depth<T>(depth: usize, f: &mut dyn FnMut() -> T) -> T {
+    if depth == 0 { f() } else { black_box(at_depth(black_box(depth - 1), f)) }
+}
+
 unsafe extern "C" fn hooked_read_c(fd: c_int, buf: *mut c_void, n: usize) -> isize {
     hooked_read(fd, buf, n)
 }
@@ -166,18 +173,32 @@ fn main() {
     }
     let r = median(recorded);
     let taken = scope.take_violations();
+    let deep_scope = Scope::new(&enabled);
+    let mut deep = Vec::new();
+    for _ in 0..ROUNDS {
+        deep.push(deep_scope.in_scope(|| at_depth(100, &mut || ns_per_read(hooked, fd, RECORDED_CALLS / 10))));
+    }
+    let deep = median(deep);
+    let deep_taken = deep_scope.take_violations();
     println!("per recorded violation, before symbolization (ns/call)");
     println!("  read inside a scope                {r:>8.1}   (+{:.1} over libc)", r - d);
-    println!(
-        "  ({} records, {} calls merged into them, {} dropped)",
-        taken.list.len(),
-        taken.iter().map(|v| u64::from(v.count)).sum::<u64>(),
-        taken.dropped
-    );
+    println!("  the same, 100 frames deeper        {deep:>8.1}   (+{:.1} over libc)", deep - d);
+    for taken in [&taken, &deep_taken] {
+        println!(
+            "  ({} records, {} calls merged into them, {} dropped)",
+            taken.list.len(),
+            taken.iter().map(|v| u64::from(v.count)).sum::<u64>(),
+            taken.dropped
+        );
+    }
     println!();
     println!("summary");
     for s in summary {
         println!("  {s}");
     }
-    println!("  hook outside a scope +{added:.1} ns/call; recorded violation +{:.2} µs", (r - d) / 1000.0);
+    println!(
+        "  hook outside a scope +{added:.1} ns/call; recorded violation +{:.2} µs, 100 frames deeper +{:.2} µs",
+        (r - d) / 1000.0,
+        (deep - d) / 1000.0
+    );
 }
