@@ -31,11 +31,13 @@ pub(crate) const INTERPOSING: bool = cfg!(all(
     any(target_arch = "x86_64", target_arch = "aarch64")
 ));
 
-/// The most frames a violation's raw stack keeps.
-pub(crate) const MAX_FRAMES: usize = 32;
+/// The most frames a violation's raw stack keeps: enough to reach the user's line through a C library (a read
+/// inside a bundled SQLite's parser is about 40 frames below the rusqlite call that caused it, and a handler's own
+/// frame another 10 to 20 further out). Capture walks only the frames there are, so shallow stacks cost no more.
+pub(crate) const MAX_FRAMES: usize = 128;
 
 /// A raw stack: return addresses, innermost first, in a fixed buffer so capturing allocates nothing.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(crate) struct RawStack {
     pub(crate) ips: [usize; MAX_FRAMES],
     pub(crate) len: usize,
@@ -65,6 +67,15 @@ impl RawStack {
         &self.ips[..self.len]
     }
 }
+
+/// Two stacks are equal when their captured frames are: the unused rest of the buffer is not compared.
+impl PartialEq for RawStack {
+    fn eq(&self, other: &RawStack) -> bool {
+        self.ips() == other.ips()
+    }
+}
+
+impl Eq for RawStack {}
 
 impl fmt::Debug for RawStack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

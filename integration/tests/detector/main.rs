@@ -37,6 +37,7 @@ on_both_flavors!(
     file,
     file_in_dependency,
     file_two_helpers_deep,
+    sqlite_read_deep_inside_c_code,
     blocking_socket_io,
     metadata,
     lock_wait,
@@ -165,6 +166,22 @@ fn file_two_helpers_deep(flavor: Flavor) {
     let v = run_in_scope(flavor, move || async move { scenarios::config_through_helpers(&path).await });
     let hit = assert_blocked(&v, "open64", Level::Medium, "std::fs::read(path)");
     assert_eq!(hit.blocking_api.as_deref(), Some("std::fs::read"));
+}
+
+fn sqlite_read_deep_inside_c_code(flavor: Flavor) {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notes.db");
+    scenarios::create_sqlite_db(&path).expect("create the database");
+    let conn = rusqlite::Connection::open(&path).expect("open the database");
+    let v = run_in_scope(flavor, move || scenarios::sqlite_first_query(conn));
+    // SQLite's own frames (its parser reading the schema) lie between the read and the scenario's line, deeper
+    // than a short stack reaches: the call site is still the line that called rusqlite.
+    let hit = assert_blocked(&v, "pread64", Level::High, "conn.query_row");
+    assert_eq!(hit.blocking_api_crate.as_deref(), Some("rusqlite"), "{hit}");
+    assert!(v.iter().all(|v| v.call_site.location().is_some()), "every call has a site:\n{}", describe(&v));
 }
 
 fn blocking_socket_io(flavor: Flavor) {

@@ -108,6 +108,20 @@ pub async fn file_size(path: &Path) -> u64 {
     meta.map_or(0, |m| m.len())
 }
 
+// ---- sync database client -----------------------------------------------------------------------------------
+
+/// Creates a SQLite database of one table at `path` (call it outside the scope).
+pub fn create_sqlite_db(path: &std::path::Path) -> rusqlite::Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('a');")
+}
+
+/// The first query on a fresh connection to a bundled SQLite: SQLite reads the schema from inside its parser, so
+/// the read is about 30 C and rusqlite frames below this line.
+pub async fn sqlite_first_query(conn: rusqlite::Connection) -> i64 {
+    conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap_or(-1) // blocks: pread64
+}
+
 // ---- lock wait ---------------------------------------------------------------------------------------------
 
 /// Taking a std `Mutex` that another thread holds (the caller arranges that it is held).
