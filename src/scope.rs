@@ -162,12 +162,22 @@ pub(crate) struct RawViolation {
     pub(crate) task: Option<thread::TaskTag>,
 }
 
-/// The name of the calling thread when it looks like a test's: libtest names each test's thread after the test.
+/// The name of the calling thread when it is a test's (see [`is_test_thread_name`]).
 fn test_name() -> Option<String> {
-    let current = std::thread::current();
-    let name = current.name()?;
-    let runtime_thread = name == "main" || name.starts_with("tokio-runtime") || name.starts_with("blockcop-");
-    (!runtime_thread).then(|| name.to_owned())
+    std::thread::current().name().filter(|n| is_test_thread_name(n)).map(str::to_owned)
+}
+
+/// Whether a thread's name is a test's. libtest names each test's thread after the test's path
+/// (`module::test_name`); a runtime's threads are not tests: `main`, tokio's workers and blocking threads
+/// (`tokio-runtime-worker`, `tokio-rt-worker` from tokio 1.50) and blockcop's own, nor is any name that is not a
+/// Rust path (`api-worker`).
+pub(crate) fn is_test_thread_name(name: &str) -> bool {
+    let runtime_thread = name == "main" || name.starts_with("tokio-") || name.starts_with("blockcop-");
+    let identifier = |segment: &str| {
+        segment.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && segment.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    !runtime_thread && name.split("::").all(identifier)
 }
 
 impl RawViolation {

@@ -40,7 +40,8 @@ pub struct Record {
     pub request: Option<RequestContext>,
     /// The task, when known.
     pub task: Option<TaskContext>,
-    /// The test, when known: the name of the thread that created the scope, as libtest names its threads.
+    /// The test, when known: the name of the thread that created the scope, as libtest names its threads (a
+    /// runtime's worker threads, `main`, and names that are not a Rust path never count as tests).
     pub test: Option<String>,
     /// The id of the scope.
     pub scope_id: u64,

@@ -658,7 +658,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
     // The request, test and task the stuck poll belongs to, from the scope it polls in (if it was sampled in one).
     let mut origin = scope.as_ref().map(|s| s.shared.origin().clone()).unwrap_or_default();
     if origin.test.is_none() && scope.is_none() {
-        origin.test = name.clone().filter(|n| !n.starts_with("tokio-runtime"));
+        origin.test = name.clone().filter(|n| crate::scope::is_test_thread_name(n));
     }
     let request = origin.request.as_ref().map(|r| format!("{} {}", r.method, r.path));
     let violation = crate::violation::Violation {

@@ -1,6 +1,7 @@
 //! Writes violations to this process's run file from many threads at once, for the run-file concurrency test:
-//! `run-file-writer <threads> <scopes per thread> <file to stat>`. Half the scopes are taken, half dropped
-//! untaken (their violations must reach the run file anyway).
+//! `run-file-writer <threads> <scopes per thread> <file to stat> [thread name]`. Half the scopes are taken, half
+//! dropped untaken (their violations must reach the run file anyway). Thread `t` is named `writer_<t>` (as libtest
+//! would name a test), or `thread name` when given.
 
 use blockcop::{Config, Scope};
 
@@ -9,12 +10,13 @@ fn main() {
     let threads: usize = args.get(1).and_then(|a| a.parse().ok()).expect("threads");
     let scopes: usize = args.get(2).and_then(|a| a.parse().ok()).expect("scopes per thread");
     let file = std::path::PathBuf::from(args.get(3).expect("a file to stat"));
+    let thread_name = args.get(4).cloned();
     let config = Config::builder().enabled(true).build();
     let workers: Vec<_> = (0..threads)
         .map(|t| {
             let (config, file) = (config.clone(), file.clone());
             std::thread::Builder::new()
-                .name(format!("writer-{t}"))
+                .name(thread_name.clone().unwrap_or_else(|| format!("writer_{t}")))
                 .spawn(move || {
                     for i in 0..scopes {
                         let scope = Scope::new(&config);

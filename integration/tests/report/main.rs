@@ -289,6 +289,28 @@ fn bad_arguments_are_refused() {
     assert!(err.contains("invalid value 'severe' for '--fail-severity"), "{err}");
 }
 
+/// A server's records (made on tokio's worker threads, `tokio-rt-worker` from tokio 1.50) name no test.
+#[test]
+fn records_of_worker_threads_name_no_test() {
+    let dir = tempfile::tempdir().expect("dir");
+    let probe = dir.path().join("probe.txt");
+    std::fs::write(&probe, "x").expect("write");
+    let reports = dir.path().join("runs");
+    for name in ["tokio-rt-worker", "tokio-runtime-worker", "api-worker"] {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_run-file-writer"))
+            .args(["2", "4", &probe.display().to_string(), name])
+            .env("BLOCKCOP_REPORT_DIR", &reports)
+            .status()
+            .expect("run the writer");
+        assert!(status.success());
+    }
+    let run = read_run_files(&[reports]).expect("read");
+    let stats: Vec<_> =
+        run.records.iter().filter(|r| matches!(&r.body, RecordBody::Violation(v) if v.event == "statx")).collect();
+    assert_eq!(stats.len(), 3 * 2 * 4);
+    assert!(stats.iter().all(|r| r.test.is_none()), "{:?}", stats.iter().map(|r| &r.test).collect::<Vec<_>>());
+}
+
 #[test]
 fn two_processes_with_eight_threads_each_lose_nothing() {
     let dir = tempfile::tempdir().expect("dir");
@@ -318,7 +340,7 @@ fn two_processes_with_eight_threads_each_lose_nothing() {
     let stat = |r: &&blockcop::report::run::Record| matches!(&r.body, RecordBody::Violation(v) if v.event == "statx");
     assert_eq!(run.records.iter().filter(stat).count(), 2 * threads * scopes);
     for t in 0..threads {
-        let name = format!("writer-{t}");
+        let name = format!("writer_{t}");
         let of_thread = run.records.iter().filter(stat).filter(|r| r.test.as_deref() == Some(name.as_str())).count();
         assert_eq!(of_thread, 2 * scopes);
     }
