@@ -19,7 +19,7 @@ pub struct RequestRecord {
     pub id: u64,
     /// The request method.
     pub method: Method,
-    /// The request path.
+    /// The request path; for a CONNECT request, its authority (`host:port`).
     pub path: String,
     /// The violations.
     pub violations: Violations,

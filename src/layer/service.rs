@@ -47,7 +47,12 @@ where
         let Some(config) = &self.config else {
             return ResponseFuture::passthrough(self.inner.call(req));
         };
-        let info = RequestInfo { method: req.method().clone(), path: req.uri().path().to_owned() };
+        // A CONNECT request names its target by authority (`host:port`); it has no path.
+        let path = match req.uri().authority() {
+            Some(authority) if req.method() == http::Method::CONNECT => authority.to_string(),
+            _ => req.uri().path().to_owned(),
+        };
+        let info = RequestInfo { method: req.method().clone(), path };
         let scope = Scope::for_request(config, info.method.as_str(), &info.path);
         let inner = &mut self.inner;
         let future = scope.shared.poll(None, || inner.call(req));

@@ -100,7 +100,7 @@ pub struct ViolationRecord {
 pub struct RequestContext {
     /// The method.
     pub method: String,
-    /// The path.
+    /// The path; for a CONNECT request, its authority (`host:port`).
     pub path: String,
 }
 

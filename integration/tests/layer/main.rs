@@ -361,6 +361,24 @@ async fn plain_tower_service_on_hyper() {
     assert_eq!(h.first.file_line(), Some(("integration/tests/layer/main.rs", line)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_request_is_named_by_its_authority() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    use tower::{Layer, ServiceExt};
+    let svc = BlockCopLayer::new(on()).layer(tower::service_fn(|_req: http::Request<()>| async {
+        std::thread::sleep(Duration::from_millis(1));
+        Ok::<_, Infallible>(http::Response::new(()))
+    }));
+    let req = http::Request::builder().method(http::Method::CONNECT).uri("gateway.test:443").body(()).expect("request");
+    let res = svc.oneshot(req).await.expect("response");
+    assert!(res.headers().contains_key(X_BLOCKING_VIOLATIONS));
+    let id = res.headers()[blockcop::X_BLOCKCOP_REQUEST_ID].to_str().expect("ascii").parse().expect("an id");
+    let record = blockcop::layer::request_violations(id).expect("the request's record");
+    assert_eq!((record.method.as_str(), record.path.as_str()), ("CONNECT", "gateway.test:443"));
+}
+
 /// Serves tonic-health's service (status: serving) behind the gRPC interceptor `auth`, with the layer in front.
 async fn grpc_health_server<F>(auth: F) -> std::net::SocketAddr
 where
