@@ -1,8 +1,9 @@
 //! The `blockcop` command (feature `cli`): `blockcop report` reads run files and prints the call sites to fix,
-//! ranked by severity then occurrences.
+//! one group per call site and blocking API, ranked by level then total blocked time.
 //!
 //! ```text
 //! blockcop report [PATH...] [--format text|json|sarif] [--fail-severity N|low|medium|high] [--root DIR]
+//!                 [--by api|syscall] [--stacks]
 //! ```
 //!
 //! Exit status: 0; 1 when any group reaches `--fail-severity` (default medium, as the harness); 2 when the input cannot be read.
@@ -12,7 +13,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::run::{read_run_files, report_dir};
-use super::{Style, Summary, TextRenderer};
+use super::{GroupBy, Style, Summary, TextRenderer};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -24,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Aggregates run files by (call site, event), ranked by severity then occurrences.
+    /// Aggregates run files by call site and blocking API, ranked by level then total blocked time.
     Report(ReportArgs),
 }
 
@@ -42,6 +43,21 @@ struct ReportArgs {
     /// Read source snippets relative to this directory. By default, the workspace root.
     #[arg(long)]
     root: Option<PathBuf>,
+    /// Group by call site and blocking API (`api`: one group per change to make), or by call site and event
+    /// (`syscall`: one group per libc call or slow poll).
+    #[arg(long, value_enum, default_value_t = By::Api)]
+    by: By,
+    /// Print each group's worst stack after its diagnostic (text format).
+    #[arg(long)]
+    stacks: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum By {
+    /// Call site and blocking API.
+    Api,
+    /// Call site and event.
+    Syscall,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,7 +103,11 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
     for skipped in &run.skipped {
         let _ = writeln!(err, "blockcop: warning: {skipped}");
     }
-    let mut summary = Summary::from_run_files(&run);
+    let by = match args.by {
+        By::Api => GroupBy::Api,
+        By::Syscall => GroupBy::Event,
+    };
+    let mut summary = Summary::from_run_files_by(&run, by);
     // Corrupt lines went to `err` above; keep `out` for the report.
     summary.skipped.clear();
     let written = match args.format {
@@ -96,7 +116,7 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
             if let Some(root) = args.root {
                 renderer = renderer.with_root(root);
             }
-            let mut text = summary.render_text(&renderer);
+            let mut text = summary.render_text_with(&renderer, args.stacks);
             if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
                 text.push_str(&summary.github_annotations());
             }

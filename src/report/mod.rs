@@ -9,7 +9,7 @@ pub mod sarif;
 mod summary;
 mod text;
 
-pub use summary::{Group, Summary};
+pub use summary::{Group, GroupBy, Summary};
 pub(crate) use text::format_duration;
 pub use text::{Style, TextRenderer};
 

@@ -1,4 +1,5 @@
-//! A run's violations aggregated by (call site, event), ranked by severity then occurrences: the list of call
+//! A run's violations aggregated by what the developer changes, a call site and the blocking API called there
+//! (or, [`GroupBy::Event`], by call site and event), ranked by level then total blocked time: the list of call
 //! sites to fix.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -12,12 +13,28 @@ use super::text::{TextRenderer, format_duration};
 use crate::catalogue::Category;
 use crate::violation::{CallSite, Level};
 
-/// All violations at one call site with one event.
+/// How violations are grouped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupBy {
+    /// One group per call site and blocking API (the std or dependency function the site called; the event when
+    /// there is none, as for a slow poll): a group is one change to make. The default.
+    #[default]
+    Api,
+    /// One group per call site and event (syscall).
+    Event,
+}
+
+/// All violations at one call site through one blocking API (or with one event, [`GroupBy::Event`]).
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Group {
-    /// The event.
+    /// The event of the group's worst record.
     pub event: String,
+    /// The std or dependency function the call site called, when there is one.
+    pub blocking_api: Option<String>,
+    /// Calls per event, e.g. `{"fstat64": 3, "pread64": 29}`.
+    pub events: BTreeMap<String, u64>,
     /// Its category.
     pub category: Category,
     /// The call site.
@@ -35,19 +52,41 @@ pub struct Group {
     /// The sum of all durations.
     #[serde(rename = "total_duration_us", serialize_with = "micros")]
     pub total_duration: Duration,
-    /// Distinct requests (`METHOD /path`) affected.
+    /// Distinct request targets (`METHOD /path`) affected.
     pub requests: BTreeSet<String>,
+    /// How many requests were affected (each request counts once, however many share a target).
+    pub request_count: u64,
     /// Distinct tests affected.
     pub tests: BTreeSet<String>,
-    /// The worst record of the group, for rendering.
+    /// How many tasks were affected (those whose id is known: runtime mode).
+    pub task_count: u64,
+    /// The worst record of the group, for rendering: of the heaviest event, the one with the most calls (so a
+    /// site's three `open64`s and one `read` at equal weight render as a file open), its longest record.
     pub example: ViolationRecord,
+    /// Each event's longest record of the heaviest weight, to choose `example` from.
+    #[serde(skip)]
+    worst_per_event: BTreeMap<String, ViolationRecord>,
 }
 
 impl Group {
+    /// What was called: the blocking API, else the event.
+    pub fn what(&self) -> &str {
+        self.blocking_api.as_deref().unwrap_or(&self.event)
+    }
+
+    /// The calls per event, most frequent first: `pread64×29, fstat64×3`.
+    pub fn events_line(&self) -> String {
+        let mut events: Vec<(&String, &u64)> = self.events.iter().collect();
+        events.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        events.iter().map(|(e, n)| format!("{e}×{n}")).collect::<Vec<_>>().join(", ")
+    }
+
     /// The group in one sentence, with its fix: for annotations and SARIF messages.
     pub fn one_line(&self) -> String {
         let what = if self.category == Category::SlowPoll {
             "a slow poll stalled a tokio worker".to_owned()
+        } else if self.events.len() > 1 {
+            format!("blocking calls ({}) stalled a tokio worker", self.events_line())
         } else {
             format!("`{}` blocked a tokio worker", self.event)
         };
@@ -76,7 +115,7 @@ fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
 pub struct Summary {
-    /// The groups, ranked: severity, then occurrences, both descending.
+    /// The groups, ranked: level, then total blocked time, both descending.
     pub groups: Vec<Group>,
     /// Violation records read.
     pub records: u64,
@@ -89,19 +128,33 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Aggregates run files.
+    /// Aggregates run files by call site and blocking API.
     pub fn from_run_files(run: &RunFiles) -> Summary {
-        let mut s = Summary::from_records(&run.records);
+        Summary::from_run_files_by(run, GroupBy::Api)
+    }
+
+    /// Aggregates run files, grouped `by`.
+    pub fn from_run_files_by(run: &RunFiles, by: GroupBy) -> Summary {
+        let mut s = Summary::from_records_by(&run.records, by);
         s.files = run.files.len();
         s.skipped = run.skipped.iter().map(ToString::to_string).collect();
         s
     }
 
-    /// Aggregates records by (call site, event).
+    /// Aggregates records by call site and blocking API.
     pub fn from_records(records: &[Record]) -> Summary {
-        let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+        Summary::from_records_by(records, GroupBy::Api)
+    }
+
+    /// Aggregates records, grouped `by`.
+    pub fn from_records_by(records: &[Record], by: GroupBy) -> Summary {
+        type Key = (String, String);
+        let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
         // Each group's score within each scope (and task: the runtime hooks' per-thread scopes hold many tasks).
-        let mut scores: HashMap<(String, String, u64, Option<u64>), u32> = HashMap::new();
+        let mut scores: HashMap<(Key, u32, u64, Option<u64>), u32> = HashMap::new();
+        // The requests and tasks each group saw: (pid, scope id) and (pid, task id).
+        let mut requests: HashMap<Key, BTreeSet<(u32, u64)>> = HashMap::new();
+        let mut tasks: HashMap<Key, BTreeSet<(u32, u64)>> = HashMap::new();
         let mut summary = Summary::default();
         for r in records {
             let v = match &r.body {
@@ -112,14 +165,27 @@ impl Summary {
                 }
             };
             summary.records += 1;
-            let key = (v.call_site.to_string(), v.event.clone());
+            let what = match by {
+                GroupBy::Api => v.blocking_api.clone().unwrap_or_else(|| v.event.clone()),
+                GroupBy::Event => v.event.clone(),
+            };
+            let key = (v.call_site.to_string(), what);
             let duration = Duration::from_micros(v.duration_us);
+            let calls = u64::from(v.count.max(1));
             let task = r.task.as_ref().and_then(|t| t.id);
-            let score = scores.entry((key.0.clone(), key.1.clone(), r.scope_id, task)).or_default();
+            let score = scores.entry((key.clone(), r.pid, r.scope_id, task)).or_default();
             *score = score.saturating_add(v.weight.saturating_mul(v.count.max(1)));
             let score = *score;
+            if r.request.is_some() {
+                requests.entry(key.clone()).or_default().insert((r.pid, r.scope_id));
+            }
+            if let Some(id) = task {
+                tasks.entry(key.clone()).or_default().insert((r.pid, id));
+            }
             let g = groups.entry(key).or_insert_with(|| Group {
                 event: v.event.clone(),
+                blocking_api: if by == GroupBy::Api { v.blocking_api.clone() } else { None },
+                events: BTreeMap::new(),
                 category: v.category,
                 call_site: v.call_site.clone(),
                 severity: score,
@@ -128,13 +194,18 @@ impl Summary {
                 worst_duration: duration,
                 total_duration: Duration::ZERO,
                 requests: BTreeSet::new(),
+                request_count: 0,
                 tests: BTreeSet::new(),
+                task_count: 0,
                 example: v.clone(),
+                worst_per_event: BTreeMap::new(),
             });
-            g.occurrences += u64::from(v.count.max(1));
+            *g.events.entry(v.event.clone()).or_default() += calls;
+            g.occurrences += calls;
             g.total_duration += duration;
-            if (v.weight, duration) > (g.example.weight, Duration::from_micros(g.example.duration_us)) {
-                g.example = v.clone();
+            let worst = g.worst_per_event.entry(v.event.clone()).or_insert_with(|| v.clone());
+            if (v.weight, v.duration_us) > (worst.weight, worst.duration_us) {
+                *worst = v.clone();
             }
             g.severity = g.severity.max(score);
             g.level = Level::of(g.severity);
@@ -146,11 +217,22 @@ impl Summary {
                 g.tests.insert(test.clone());
             }
         }
+        for (key, g) in &mut groups {
+            g.request_count = requests.get(key).map_or(0, |s| s.len() as u64);
+            g.task_count = tasks.get(key).map_or(0, |s| s.len() as u64);
+            let events = &g.events;
+            let example = g.worst_per_event.values().max_by_key(|v| (v.weight, events.get(&v.event), v.duration_us));
+            if let Some(example) = example {
+                g.example = example.clone();
+                g.event = example.event.clone();
+                g.category = example.category;
+            }
+        }
         summary.groups = groups.into_values().collect();
         summary.groups.sort_by(|a, b| {
-            (b.severity, b.occurrences)
-                .cmp(&(a.severity, a.occurrences))
-                .then_with(|| (a.call_site.to_string(), &a.event).cmp(&(b.call_site.to_string(), &b.event)))
+            (b.level, b.total_duration, b.severity)
+                .cmp(&(a.level, a.total_duration, a.severity))
+                .then_with(|| (a.call_site.to_string(), a.what()).cmp(&(b.call_site.to_string(), b.what())))
         });
         summary
     }
@@ -162,6 +244,12 @@ impl Summary {
 
     /// The ranked table, then each group rendered once with `renderer`.
     pub fn render_text(&self, renderer: &TextRenderer) -> String {
+        self.render_text_with(renderer, false)
+    }
+
+    /// The ranked table, then each group rendered once with `renderer`; with `stacks`, each group's worst stack
+    /// follows its diagnostic.
+    pub fn render_text_with(&self, renderer: &TextRenderer, stacks: bool) -> String {
         let mut out = String::new();
         for s in &self.skipped {
             let _ = writeln!(out, "warning: {s}");
@@ -189,33 +277,38 @@ impl Summary {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:>3}  {:<12} {:<16} {:>6} {:>9} {:>9} {:>5} {:>5}  call site",
-            "#", "severity", "event", "calls", "worst", "total", "reqs", "tests"
+            "{:>3}  {:<12} {:>6} {:>9} {:>9} {:>5} {:>5} {:>5}  call site (what it called)",
+            "#", "severity", "calls", "worst", "total", "reqs", "tests", "tasks"
         );
         for (i, g) in self.groups.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "{:>3}  {:<12} {:<16} {:>6} {:>9} {:>9} {:>5} {:>5}  {}",
+                "{:>3}  {:<12} {:>6} {:>9} {:>9} {:>5} {:>5} {:>5}  {} ({})",
                 i + 1,
                 format!("{} {}", g.severity, g.level),
-                g.event,
                 g.occurrences,
                 format_duration(g.worst_duration),
                 format_duration(g.total_duration),
-                g.requests.len(),
+                g.request_count,
                 g.tests.len(),
-                g.call_site
+                g.task_count,
+                g.call_site,
+                g.what()
             );
         }
         for (i, g) in self.groups.iter().enumerate() {
             let _ = writeln!(out);
             let calls = if g.occurrences == 1 { "call" } else { "calls" };
             let mut context = format!("#{}: {} {calls}", i + 1, g.occurrences);
+            if g.events.len() > 1 {
+                let _ = write!(context, " ({})", g.events_line());
+            }
             if let Some(first) = g.requests.iter().next() {
+                let requests = if g.request_count == 1 { "request" } else { "requests" };
+                let _ = write!(context, "; {} {requests}: {first}", g.request_count);
                 let more = g.requests.len() - 1;
-                let _ = write!(context, "; request {first}");
                 if more > 0 {
-                    let _ = write!(context, " and {more} more");
+                    let _ = write!(context, " and {more} other target{}", if more == 1 { "" } else { "s" });
                 }
             }
             if let Some(first) = g.tests.iter().next() {
@@ -227,6 +320,12 @@ impl Summary {
             }
             out.push_str(renderer.render(&g.example.to_violation(), Some(&context)).trim_end());
             out.push('\n');
+            if stacks && !g.example.stack.is_empty() {
+                let _ = writeln!(out, "   = stack of the worst call, innermost first:");
+                for frame in &g.example.stack {
+                    let _ = writeln!(out, "       {frame}");
+                }
+            }
         }
         out
     }
@@ -275,50 +374,58 @@ mod tests {
     use crate::violation::SourceLocation;
 
     fn record(event: &str, weight: u32, line: u32, us: u64, path: &str) -> Record {
-        let v = ViolationRecord {
-            event: event.into(),
-            category: Category::Sleep,
-            weight,
-            level: Level::of(weight),
-            duration_us: us,
-            count: 1,
-            detail: String::new(),
-            call_site: CallSite::Source(SourceLocation { file: "src/h.rs".into(), line, column: Some(5) }),
-            blocking_api: None,
-            blocking_api_crate: None,
-            stack: vec![],
-            thread: None,
-        };
+        record_in(event, None, weight, line, us, path, 1)
+    }
+
+    fn record_in(event: &str, api: Option<&str>, weight: u32, line: u32, us: u64, path: &str, scope: u64) -> Record {
+        let call_site = CallSite::Source(SourceLocation { file: "src/h.rs".into(), line, column: Some(5) });
         serde_json::from_value(serde_json::json!({
             "version": SCHEMA_VERSION,
             "kind": "violation",
-            "event": v.event, "category": "sleep", "weight": v.weight, "level": v.level,
-            "duration_us": v.duration_us, "count": 1, "detail": "", "call_site": v.call_site,
-            "blocking_api": null, "blocking_api_crate": null, "stack": [], "thread": null,
+            "event": event, "category": "sleep", "weight": weight, "level": Level::of(weight),
+            "duration_us": us, "count": 1, "detail": "", "call_site": call_site,
+            "blocking_api": api, "blocking_api_crate": null, "stack": [], "thread": null,
             "request": RequestContext { method: "GET".into(), path: path.into() },
-            "task": null, "test": "t", "scope_id": 1, "pid": 1, "timestamp_us": 0
+            "task": null, "test": "t", "scope_id": scope, "pid": 1, "timestamp_us": 0
         }))
         .expect("a valid record")
     }
 
     #[test]
-    fn groups_by_site_and_event_ranked_by_severity_then_occurrences() {
+    fn groups_by_site_and_api_ranked_by_level_then_total_time() {
+        let read = Some("std::fs::read");
         let records = vec![
-            record("read", 10, 7, 5, "/a"),
-            record("read", 10, 7, 9, "/b"),
-            record("read", 10, 7, 1, "/a"),
-            record("clock_nanosleep", 50, 3, 50_000, "/a"),
-            record("statx", 1, 9, 2, "/a"),
-            record("open64", 10, 8, 4, "/c"),
+            record_in("read", read, 10, 7, 5, "/a", 1),
+            record_in("read", read, 10, 7, 9, "/b", 2),
+            record_in("read", read, 10, 7, 1, "/a", 3),
+            record_in("open64", read, 10, 7, 4, "/a", 3),
+            record_in("clock_nanosleep", None, 50, 3, 50_000, "/a", 1),
+            record_in("statx", None, 1, 9, 2, "/a", 1),
+            record_in("fsync", None, 10, 8, 100, "/c", 4),
         ];
         let s = Summary::from_records(&records);
-        let order: Vec<(&str, u64)> = s.groups.iter().map(|g| (g.event.as_str(), g.occurrences)).collect();
-        assert_eq!(order, [("clock_nanosleep", 1), ("read", 3), ("open64", 1), ("statx", 1)]);
-        let read = &s.groups[1];
+        let order: Vec<(u32, &str, u64)> =
+            s.groups.iter().map(|g| (g.call_site.location().map_or(0, |l| l.line), g.what(), g.occurrences)).collect();
+        // One fsync of 100 µs ranks above four reads of 19 µs at the same level.
+        assert_eq!(order, [(3, "clock_nanosleep", 1), (8, "fsync", 1), (7, "std::fs::read", 4), (9, "statx", 1)]);
+        let read = &s.groups[2];
+        assert_eq!(read.events_line(), "read×3, open64×1");
         assert_eq!(read.worst_duration, Duration::from_micros(9));
-        assert_eq!(read.total_duration, Duration::from_micros(15));
+        assert_eq!(read.total_duration, Duration::from_micros(19));
         assert_eq!(read.requests.iter().map(String::as_str).collect::<Vec<_>>(), ["GET /a", "GET /b"]);
+        assert_eq!(read.request_count, 3);
+        // The largest sum within one request: two calls of 10.
+        assert_eq!((read.severity, read.level), (20, Level::Medium));
         assert_eq!(s.severity(), 50);
+        // By event, the site's reads and its open are two groups again.
+        let by_event = Summary::from_records_by(&records, GroupBy::Event);
+        let at_7: Vec<&str> = by_event
+            .groups
+            .iter()
+            .filter(|g| g.call_site.location().is_some_and(|l| l.line == 7))
+            .map(|g| g.event.as_str())
+            .collect();
+        assert_eq!(at_7, ["read", "open64"]);
     }
 
     #[test]

@@ -119,6 +119,17 @@ fn fixture(dir: &Path) -> PathBuf {
             Some(("GET", "/v1/notes/2/page")),
             None,
         ),
+        // The same line's read of the file: one group with its opens (one change: the same API call).
+        violation(
+            "read",
+            "blocking_io",
+            10,
+            (HANDLERS, template, 24),
+            12,
+            Some(("std::fs::read_to_string", "std")),
+            Some(("GET", "/v1/notes/2/page")),
+            None,
+        ),
         violation(
             "stat64",
             "metadata",
@@ -135,6 +146,15 @@ fn fixture(dir: &Path) -> PathBuf {
     ];
     // Each record comes from a scope of its own (one request or test each), as the layer makes them.
     let mut lines = lines;
+    // The sleeps' trimmed stacks, innermost first: std's sleep, then the handler.
+    for sleep_record in &mut lines[1..3] {
+        sleep_record["stack"] = json!([
+            { "function": "std::thread::functions::sleep", "file": "/rustc/x/library/std/src/thread/functions.rs",
+              "line": 315, "column": 5 },
+            { "function": "notes::handlers::v1::publish_note::{{closure}}", "file": HANDLERS, "line": sleep,
+              "column": 13 },
+        ]);
+    }
     for (i, line) in lines.iter_mut().enumerate() {
         line["scope_id"] = json!(i + 1);
     }
@@ -181,10 +201,45 @@ fn json_summary() {
     let (status, out, _) = blockcop(&["report", file.to_str().expect("path"), "--format", "json"]);
     assert_eq!(status, 1);
     let value: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(value["groups"][0]["event"], "clock_nanosleep");
-    assert_eq!(value["groups"][0]["occurrences"], 2);
+    let groups = value["groups"].as_array().expect("groups");
+    // Ranked by level, then total blocked time: the 257 ms slow poll before the two 50 ms sleeps.
+    let order: Vec<&str> = groups.iter().map(|g| g["event"].as_str().expect("event")).collect();
+    assert_eq!(order, ["slow_poll", "clock_nanosleep", "getaddrinfo", "open64", "stat64"]);
+    assert_eq!(groups[1]["occurrences"], 2);
+    // One group per call site and API: the template's three opens and its read.
+    assert_eq!(groups[3]["blocking_api"], "std::fs::read_to_string");
+    assert_eq!(groups[3]["events"], json!({ "open64": 3, "read": 1 }));
+    assert_eq!(groups[3]["request_count"], 4);
     assert_eq!(value["dropped"], 3);
     snapshot_settings().bind(|| insta::assert_json_snapshot!("summary_json", value));
+}
+
+#[test]
+fn by_syscall_splits_a_site_and_stacks_prints_the_worst_stack() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = fixture(dir.path());
+    let file = file.to_str().expect("path");
+    let (_, out, _) = blockcop(&["report", file, "--format", "json", "--by", "syscall"]);
+    let value: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let template = marked_line_in(HANDLERS, "read_to_string", "open64");
+    let at_template: Vec<&str> = value["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter(|g| g["call_site"]["line"] == template)
+        .map(|g| g["event"].as_str().expect("event"))
+        .collect();
+    assert_eq!(at_template, ["open64", "read"]);
+    let (_, out, _) = blockcop(&["report", file, "--stacks"]);
+    let sleep = marked_line_in(HANDLERS, "std::thread::sleep", "clock_nanosleep");
+    let stack = format!(
+        "   = stack of the worst call, innermost first:\n       std::thread::functions::sleep at \
+         /rustc/x/library/std/src/thread/functions.rs:315:5\n       notes::handlers::v1::publish_note::{{{{closure}}}} \
+         at {HANDLERS}:{sleep}:13\n"
+    );
+    assert!(out.contains(&stack), "{out}");
+    let (_, out, _) = blockcop(&["report", file]);
+    assert!(!out.contains("= stack of"), "{out}");
 }
 
 #[test]
@@ -202,8 +257,7 @@ fn sarif_is_valid_2_1_0_and_points_at_the_lines() {
     assert!(errors.is_empty(), "SARIF does not validate:\n{}", errors.join("\n"));
     assert_eq!(sarif["version"], "2.1.0");
     let results = sarif["runs"][0]["results"].as_array().expect("results");
-    let sleep = &results[0];
-    assert_eq!(sleep["ruleId"], "blocking/sleep");
+    let sleep = results.iter().find(|r| r["ruleId"] == "blocking/sleep").expect("the sleep's result");
     assert_eq!(sleep["level"], "error");
     let loc = &sleep["locations"][0]["physicalLocation"];
     assert_eq!(loc["artifactLocation"]["uri"], HANDLERS);
