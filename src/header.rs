@@ -72,7 +72,8 @@ impl fmt::Display for HeaderEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ViolationsHeader {
-    /// How many violations the request had, including those the cap dropped.
+    /// How many weighted calls (and slow polls) the request had, identical calls merged into one record counted
+    /// one by one, as `blockcop report`'s `calls` column counts them; plus the violations the cap dropped.
     pub count: u64,
     /// The request's score: the sum of the weights of its calls.
     pub severity: u32,
@@ -116,7 +117,7 @@ impl ViolationsHeader {
         };
         let severity = violations.severity();
         Some(ViolationsHeader {
-            count: violations.weighted().count() as u64 + violations.dropped,
+            count: violations.weighted().map(|v| u64::from(v.count)).sum::<u64>() + violations.dropped,
             severity,
             level: Level::of(severity),
             first,

@@ -374,6 +374,9 @@ fn identical_calls_in_a_loop_are_one_record(flavor: Flavor) {
     });
     assert_eq!(v.list.len(), 1, "{}", describe(&v));
     assert_eq!((v.list[0].event, v.list[0].count), ("statx", 5));
+    // The header counts calls, as the report's `calls` column does: five, not one record.
+    let header = blockcop::ViolationsHeader::from_violations(&v).expect("a header");
+    assert_eq!((header.count, header.severity), (5, 5));
 }
 
 fn cap_counts_what_it_drops(flavor: Flavor) {
