@@ -378,7 +378,8 @@ pub struct RunFiles {
     pub skipped: Vec<ReadError>,
 }
 
-/// Reads run files: each path is a `.jsonl` file or a directory of them (not recursive).
+/// Reads run files: each path is a `.jsonl` file or a directory searched for them, subdirectories included (in
+/// file-name order; symlinked directories are not followed; only regular files are read).
 ///
 /// # Errors
 ///
@@ -389,13 +390,16 @@ pub fn read_run_files(paths: &[PathBuf]) -> Result<RunFiles, ReadError> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| io(p, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
-                .collect();
-            in_dir.sort();
-            files.extend(in_dir);
+            // Subdirectories too (a CI artifact folder of shards); only regular files, so a FIFO cannot hang it.
+            for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
+                let entry = entry.map_err(|e| {
+                    let at = e.path().unwrap_or(p).to_path_buf();
+                    io(&at, e.into())
+                })?;
+                if entry.file_type().is_file() && entry.path().extension().is_some_and(|x| x == "jsonl") {
+                    files.push(entry.into_path());
+                }
+            }
         } else {
             files.push(p.clone());
         }

@@ -214,6 +214,19 @@ fn json_summary() {
     snapshot_settings().bind(|| insta::assert_json_snapshot!("summary_json", value));
 }
 
+/// A CI artifact folder of shards: run files in subdirectories are read too.
+#[test]
+fn reads_run_files_in_subdirectories() {
+    let dir = tempfile::tempdir().expect("dir");
+    let nested = dir.path().join("shard-1/target/blockcop");
+    std::fs::create_dir_all(&nested).expect("mkdir");
+    fixture(&nested);
+    let (status, out, err) = blockcop(&["report", dir.path().to_str().expect("path"), "--format", "json"]);
+    assert_eq!(status, 1, "{err}");
+    let value: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!((value["files"].as_u64(), value["records"].as_u64()), (Some(1), Some(9)), "{out}");
+}
+
 #[test]
 fn by_syscall_splits_a_site_and_stacks_prints_the_worst_stack() {
     let dir = tempfile::tempdir().expect("dir");
