@@ -66,6 +66,12 @@ pub struct Group {
     /// Each event's longest record of the heaviest weight, to choose `example` from.
     #[serde(skip)]
     worst_per_event: BTreeMap<String, ViolationRecord>,
+    /// The requests seen, as (pid, scope id), to count them.
+    #[serde(skip)]
+    request_ids: BTreeSet<(u32, u64)>,
+    /// The tasks seen, as (pid, task id), to count them.
+    #[serde(skip)]
+    task_ids: BTreeSet<(u32, u64)>,
 }
 
 impl Group {
@@ -152,9 +158,6 @@ impl Summary {
         let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
         // Each group's score within each scope (and task: the runtime hooks' per-thread scopes hold many tasks).
         let mut scores: HashMap<(Key, u32, u64, Option<u64>), u32> = HashMap::new();
-        // The requests and tasks each group saw: (pid, scope id) and (pid, task id).
-        let mut requests: HashMap<Key, BTreeSet<(u32, u64)>> = HashMap::new();
-        let mut tasks: HashMap<Key, BTreeSet<(u32, u64)>> = HashMap::new();
         let mut summary = Summary::default();
         for r in records {
             let v = match &r.body {
@@ -176,12 +179,6 @@ impl Summary {
             let score = scores.entry((key.clone(), r.pid, r.scope_id, task)).or_default();
             *score = score.saturating_add(v.weight.saturating_mul(v.count.max(1)));
             let score = *score;
-            if r.request.is_some() {
-                requests.entry(key.clone()).or_default().insert((r.pid, r.scope_id));
-            }
-            if let Some(id) = task {
-                tasks.entry(key.clone()).or_default().insert((r.pid, id));
-            }
             let g = groups.entry(key).or_insert_with(|| Group {
                 event: v.event.clone(),
                 blocking_api: if by == GroupBy::Api { v.blocking_api.clone() } else { None },
@@ -199,7 +196,15 @@ impl Summary {
                 task_count: 0,
                 example: v.clone(),
                 worst_per_event: BTreeMap::new(),
+                request_ids: BTreeSet::new(),
+                task_ids: BTreeSet::new(),
             });
+            if r.request.is_some() {
+                g.request_ids.insert((r.pid, r.scope_id));
+            }
+            if let Some(id) = task {
+                g.task_ids.insert((r.pid, id));
+            }
             *g.events.entry(v.event.clone()).or_default() += calls;
             g.occurrences += calls;
             g.total_duration += duration;
@@ -217,9 +222,9 @@ impl Summary {
                 g.tests.insert(test.clone());
             }
         }
-        for (key, g) in &mut groups {
-            g.request_count = requests.get(key).map_or(0, |s| s.len() as u64);
-            g.task_count = tasks.get(key).map_or(0, |s| s.len() as u64);
+        for g in groups.values_mut() {
+            g.request_count = g.request_ids.len() as u64;
+            g.task_count = g.task_ids.len() as u64;
             let events = &g.events;
             let example = g.worst_per_event.values().max_by_key(|v| (v.weight, events.get(&v.event), v.duration_us));
             if let Some(example) = example {
