@@ -87,40 +87,10 @@ fn ci() -> Result<(), String> {
     loaded(&[])
 }
 
-/// Spins `per_core` threads per core until dropped: the load of a shared CI runner.
-struct BusyLoops {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
+#[path = "../../integration/src/busy_loops.rs"]
+mod busy_loops;
 
-impl BusyLoops {
-    fn start(per_core: usize) -> BusyLoops {
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let threads = (0..cores * per_core)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        x = std::hint::black_box(x.wrapping_add(1));
-                    }
-                })
-            })
-            .collect();
-        eprintln!("xtask: {} busy loops running ({per_core} per core)", cores * per_core);
-        BusyLoops { stop, threads }
-    }
-}
-
-impl Drop for BusyLoops {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
+use busy_loops::BusyLoops;
 
 fn loaded(args: &[String]) -> Result<(), String> {
     let times: usize = match args {
@@ -137,7 +107,8 @@ fn loaded(args: &[String]) -> Result<(), String> {
         build.arg("--no-run");
         run("build the loaded suites", build)?;
     }
-    let _load = BusyLoops::start(2);
+    let load = BusyLoops::start(2);
+    eprintln!("xtask: {} busy loops running (2 per core)", load.count());
     let mut passed = 0;
     for i in 1..=times {
         let ok = [false, true].into_iter().all(|unstable| {
