@@ -6,10 +6,10 @@
 //!
 //! `<site>` is the call site `file:line`, or `unknown`. `severity` is the request's score, the sum of the weights of
 //! its calls ([`Violations::severity`]), and `level` its level. `count` counts the request's calls that weigh something
-//! (consecutive identical calls, merged into one record, count one by one), plus those the per-scope cap dropped. `first` is
-//! the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial violations
-//! (console output) never make a header on their own and are never `first` or `worst`. Inside fields, bytes outside
-//! visible ASCII and the characters `%`, `;`, `=`, `@` are percent-encoded, so the value is always a valid
+//! (consecutive identical calls, merged into one record, count one by one), plus those the per-scope cap dropped.
+//! `first` is the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial
+//! violations (console output) never make a header on their own and are never `first` or `worst`. Inside fields, bytes
+//! outside visible ASCII and the characters `%`, `;`, `=`, `@` are percent-encoded, so the value is always a valid
 //! `HeaderValue`. The whole value is at most 512 bytes: long sites are shortened from the left (keeping the file name
 //! and line, marked with a leading `..`), never the structure.
 
