@@ -83,7 +83,9 @@ pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;
 pub use sampler::{sampling_active, stress_sample, stuck_polls};
 pub use scope::Scope;
-pub use violation::{CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Violation, Violations, Weight};
+pub use violation::{
+    CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Stuck, Violation, Violations, Weight,
+};
 
 /// Runs `f` with detection suspended on this thread: its blocking calls are not recorded and its time is left
 /// out of the enclosing poll's slow-poll check. For blocking that is deliberate and known to be short.

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::instrument::Instrumented;
 use crate::intercept::{self, Detail, RawStack, thread};
 use crate::report::run::{self, Origin, RequestContext};
-use crate::violation::{Violations, Weight};
+use crate::violation::{Stuck, Violations, Weight};
 use crate::{clock, symbolize};
 
 static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
@@ -160,6 +160,8 @@ pub(crate) struct RawViolation {
     pub(crate) timestamp: SystemTime,
     /// The task being polled, when a runtime hook began the poll.
     pub(crate) task: Option<thread::TaskTag>,
+    /// The stuck report this record completes.
+    pub(crate) stuck: Option<Stuck>,
 }
 
 /// The name of the calling thread when it is a test's (see [`is_test_thread_name`]).
@@ -196,6 +198,7 @@ impl RawViolation {
             thread_name: std::thread::current().name().map(str::to_owned),
             timestamp: SystemTime::now(),
             task: thread::current_task(),
+            stuck: None,
         }
     }
 }
@@ -325,19 +328,37 @@ impl ScopeShared {
         {
             busy = busy.min(on_cpu);
         }
-        if busy < self.threshold_ns {
+        // A poll the watchdog reported stuck is completed here unless the call it was stuck in completed it.
+        let stuck = thread::suspended(|_| thread::current_slot().and_then(crate::sampler::Slot::stuck_poll_returned));
+        let slow = busy >= self.threshold_ns;
+        if !slow && stuck.is_none() {
             return;
         }
         thread::suspended(|_| {
             let samples = thread::current_slot().map(crate::sampler::Slot::take_samples).unwrap_or_default();
-            self.record_slow_poll(Duration::from_nanos(busy), site, samples);
+            if slow {
+                self.record_slow_poll(Duration::from_nanos(busy), site, samples, stuck);
+            } else if let Some(stuck) = stuck {
+                self.record_stuck_poll(Duration::from_nanos(ns), site, samples, stuck);
+            }
         });
-        // The outer poll, if any, leaves out what this one reported.
-        thread::exclude(busy);
+        if slow {
+            // The outer poll, if any, leaves out what this one reported.
+            thread::exclude(busy);
+        }
     }
 
     /// Records a blocking call; called by the interposer with detection suspended.
-    pub(crate) fn record_call(&self, event: Event, detail: Detail, duration: Duration, stack: &RawStack) {
+    ///
+    /// `stuck` is set when the watchdog reported the poll stuck during this call: the record completes that report.
+    pub(crate) fn record_call(
+        &self,
+        event: Event,
+        detail: Detail,
+        duration: Duration,
+        stack: &RawStack,
+        stuck: Option<Stuck>,
+    ) {
         let base = detail.weight.unwrap_or_else(|| event.category.weight());
         let weight = Weight::for_call(base, event.category, duration, self.threshold);
         let mut records = self.lock();
@@ -345,6 +366,8 @@ impl ScopeShared {
         let last_dropped = records.last_dropped;
         if let Some(last) = records.list.last_mut()
             && !last_dropped
+            && stuck.is_none()
+            && last.stuck.is_none()
             && last.event == event
             && last.stack == *stack
         {
@@ -355,19 +378,53 @@ impl ScopeShared {
         }
         self.push(
             &mut records,
-            RawViolation { stack: *stack, ..RawViolation::on_this_thread(event, weight, duration, detail) },
+            RawViolation { stack: *stack, stuck, ..RawViolation::on_this_thread(event, weight, duration, detail) },
         );
     }
 
-    fn record_slow_poll(&self, busy: Duration, site: Option<&'static Location<'static>>, samples: Vec<RawStack>) {
+    fn record_slow_poll(
+        &self,
+        busy: Duration,
+        site: Option<&'static Location<'static>>,
+        samples: Vec<RawStack>,
+        stuck: Option<Stuck>,
+    ) {
         let mut detail = Detail::new();
         let _ = std::fmt::Write::write_fmt(
             &mut detail,
             format_args!("poll ran {busy:.1?} without yielding (threshold {:?})", self.threshold),
         );
         let weight = Weight::for_duration(busy, self.threshold);
-        let raw =
-            RawViolation { site, samples, ..RawViolation::on_this_thread(catalogue::SLOW_POLL, weight, busy, detail) };
+        let raw = RawViolation {
+            site,
+            samples,
+            stuck,
+            ..RawViolation::on_this_thread(catalogue::SLOW_POLL, weight, busy, detail)
+        };
+        let mut records = self.lock();
+        self.push(&mut records, raw);
+    }
+
+    /// Completes the stuck report of a poll that returned after `duration` (wall time), when neither a blocking call
+    /// nor its own CPU time (a slow poll) accounts for it: it waited in something blockcop does not record.
+    fn record_stuck_poll(
+        &self,
+        duration: Duration,
+        site: Option<&'static Location<'static>>,
+        samples: Vec<RawStack>,
+        stuck: Stuck,
+    ) {
+        let mut detail = Detail::new();
+        let _ = std::fmt::Write::write_fmt(
+            &mut detail,
+            format_args!("poll returned after {duration:.1?}; when reported, the thread was {}", stuck.thread_state),
+        );
+        let raw = RawViolation {
+            site,
+            samples,
+            stuck: Some(stuck),
+            ..RawViolation::on_this_thread(catalogue::STUCK_POLL, Weight::Heavy, duration, detail)
+        };
         let mut records = self.lock();
         self.push(&mut records, raw);
     }

@@ -119,6 +119,7 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
         thread_id: raw.thread_id,
         thread_name: raw.thread_name,
         timestamp: raw.timestamp,
+        stuck: raw.stuck,
     })
 }
 

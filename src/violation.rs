@@ -256,6 +256,41 @@ pub struct Violation {
     /// When the call returned (or the poll ended).
     #[serde(serialize_with = "serialize_system_time")]
     pub timestamp: SystemTime,
+    /// Set when the watchdog reported this poll as stuck while it ran: on the `stuck_poll` report made then, and on
+    /// the record that completes it when the poll returns (the blocking call it was stuck in, its slow poll, or a
+    /// `stuck_poll` with the poll's final duration). The two share [`Stuck::id`]; reports show the completed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<Stuck>,
+}
+
+/// A poll the watchdog reported as stuck (still running after the stuck-poll threshold, `BLOCKCOP_STUCK_MS`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stuck {
+    /// Unique within the process: the report made while the poll was stuck and the record that completes it share
+    /// it.
+    pub id: u64,
+    /// How long the poll had run when the watchdog reported it, in microseconds.
+    pub reported_after_us: u64,
+    /// What the thread was doing then: `running`, `blocked in syscall 230 (clock_nanosleep)`, or
+    /// `in an unknown state`.
+    pub thread_state: String,
+    /// False in the report made while the poll was stuck; true in the record that completes it once the poll
+    /// returned.
+    pub returned: bool,
+}
+
+impl Stuck {
+    /// How long the poll had run when the watchdog reported it.
+    pub fn reported_after(&self) -> Duration {
+        Duration::from_micros(self.reported_after_us)
+    }
+
+    /// The syscall the thread was blocked in when reported (`clock_nanosleep` from
+    /// `blocked in syscall 230 (clock_nanosleep)`), when its name is known.
+    pub fn syscall(&self) -> Option<&str> {
+        let rest = self.thread_state.strip_prefix("blocked in syscall ")?;
+        rest.split_once(" (")?.1.strip_suffix(')')
+    }
 }
 
 impl Violation {
@@ -785,6 +820,7 @@ mod tests {
             thread_id: 1,
             thread_name: None,
             timestamp: SystemTime::UNIX_EPOCH,
+            stuck: None,
         }
     }
 

@@ -86,25 +86,25 @@ fn intercept_in_scope<R>(
         let Some(detail) = catch_unwind(AssertUnwindSafe(check)).ok().flatten() else {
             return call();
         };
+        // The stack is taken before the call and published in the thread's watchdog slot, so that a report of
+        // this poll as stuck while the call is in progress has it without interrupting the call.
+        let stack = catch_unwind(RawStack::capture).unwrap_or(RawStack::EMPTY);
         let slot = thread::current_slot();
         if let Some(slot) = slot {
-            slot.set_in_call(true);
+            let _ = catch_unwind(AssertUnwindSafe(|| slot.enter_call(&stack, thread::poll_context())));
         }
         let start = clock::now();
         let ret = call();
         let end = clock::now();
-        if let Some(slot) = slot {
-            slot.set_in_call(false);
-        }
         let saved = errno();
+        let stuck = slot.and_then(|slot| catch_unwind(AssertUnwindSafe(|| slot.leave_call())).ok().flatten());
         if !keep(&ret) {
             return ret;
         }
         let ns = clock::delta_ns(start, end);
         thread::exclude(ns);
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            let stack = RawStack::capture();
-            scope.record_call(event, detail, Duration::from_nanos(ns), &stack);
+            scope.record_call(event, detail, Duration::from_nanos(ns), &stack, stuck);
         }));
         set_errno(saved);
         ret

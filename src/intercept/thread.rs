@@ -163,6 +163,16 @@ pub(crate) fn poll_context_for_signal() -> (*const ScopeShared, Option<TaskTag>)
     (scope, task)
 }
 
+/// What this thread is polling: a new handle to the scope (the current one, or the one `suspended()` set aside)
+/// and the task. For a stuck poll's report made while the thread is inside a blocking call.
+pub(crate) fn poll_context() -> (Option<Scope>, Option<TaskTag>) {
+    let (scope, task) = poll_context_for_signal();
+    // SAFETY: a non-null pointer comes with the strong count `poll_context_for_signal` took for its caller, which
+    // the new `Arc` takes over.
+    let scope = (!scope.is_null()).then(|| Scope { shared: unsafe { Arc::from_raw(scope) } });
+    (scope, task)
+}
+
 /// The task being polled on this thread, when a runtime hook began the poll.
 pub(crate) fn current_task() -> Option<TaskTag> {
     STATE.with(|s| s.task.get())

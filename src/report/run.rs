@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Category;
-use crate::violation::{CallSite, Frame, Level, Violation, Violations};
+use crate::violation::{CallSite, Frame, Level, Stuck, Violation, Violations};
 
 /// The schema version written in every record's `version` field.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -55,6 +55,8 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
+// Nearly every record is a violation: boxing it would add an allocation per record for the rare `dropped` one.
+#[allow(clippy::large_enum_variant)]
 pub enum RecordBody {
     /// One violation.
     Violation(ViolationRecord),
@@ -93,6 +95,10 @@ pub struct ViolationRecord {
     pub stack: Vec<Frame>,
     /// The name of the thread that blocked.
     pub thread: Option<String>,
+    /// Set on a stuck poll's report and on the record that completes it (see [`Violation::stuck`]); absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<Stuck>,
 }
 
 /// The request a violation belongs to.
@@ -137,6 +143,7 @@ impl ViolationRecord {
             blocking_api_crate: v.blocking_api_crate.clone(),
             stack: v.stack.clone(),
             thread: v.thread_name.clone(),
+            stuck: v.stuck.clone(),
         }
     }
 
@@ -159,6 +166,7 @@ impl ViolationRecord {
             thread_id: 0,
             thread_name: self.thread.clone(),
             timestamp: SystemTime::UNIX_EPOCH,
+            stuck: self.stuck.clone(),
         }
     }
 }

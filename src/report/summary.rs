@@ -89,7 +89,9 @@ impl Group {
 
     /// The group in one sentence, with its fix: for annotations and SARIF messages.
     pub fn one_line(&self) -> String {
-        let what = if self.category == Category::SlowPoll {
+        let what = if let Some(stuck) = &self.example.stuck {
+            format!("a poll was stuck (reported after {})", format_duration(stuck.reported_after()))
+        } else if self.category == Category::SlowPoll {
             "a slow poll stalled a tokio worker".to_owned()
         } else if self.events.len() > 1 {
             format!("blocking calls ({}) stalled a tokio worker", self.events_line())
@@ -159,6 +161,14 @@ impl Summary {
         // Each group's score within each scope (and task: the runtime hooks' per-thread scopes hold many tasks).
         let mut scores: HashMap<(Key, u32, u64, Option<u64>), u32> = HashMap::new();
         let mut summary = Summary::default();
+        // A stuck poll is one finding: the report made while it was stuck gives way to the record that completed it.
+        let completed: BTreeSet<(u32, u64)> = records
+            .iter()
+            .filter_map(|r| match &r.body {
+                RecordBody::Violation(ViolationRecord { stuck: Some(s), .. }) if s.returned => Some((r.pid, s.id)),
+                _ => None,
+            })
+            .collect();
         for r in records {
             let v = match &r.body {
                 RecordBody::Violation(v) => v,
@@ -167,6 +177,9 @@ impl Summary {
                     continue;
                 }
             };
+            if v.stuck.as_ref().is_some_and(|s| !s.returned && completed.contains(&(r.pid, s.id))) {
+                continue;
+            }
             summary.records += 1;
             let what = match by {
                 GroupBy::Api => v.blocking_api.clone().unwrap_or_else(|| v.event.clone()),
@@ -209,7 +222,7 @@ impl Summary {
             g.occurrences += calls;
             g.total_duration += duration;
             let worst = g.worst_per_event.entry(v.event.clone()).or_insert_with(|| v.clone());
-            if (v.weight, v.duration_us) > (worst.weight, worst.duration_us) {
+            if (v.weight, v.stuck.is_some(), v.duration_us) > (worst.weight, worst.stuck.is_some(), worst.duration_us) {
                 *worst = v.clone();
             }
             g.severity = g.severity.max(score);
@@ -226,7 +239,11 @@ impl Summary {
             g.request_count = g.request_ids.len() as u64;
             g.task_count = g.task_ids.len() as u64;
             let events = &g.events;
-            let example = g.worst_per_event.values().max_by_key(|v| (v.weight, events.get(&v.event), v.duration_us));
+            // A stuck poll is the group's worst form: it renders as one.
+            let example = g
+                .worst_per_event
+                .values()
+                .max_by_key(|v| (v.weight, v.stuck.is_some(), events.get(&v.event), v.duration_us));
             if let Some(example) = example {
                 g.example = example.clone();
                 g.event = example.event.clone();

@@ -78,7 +78,10 @@ impl TextRenderer {
             Level::Low => Kind::NOTE,
         };
         let title = title(v);
-        let id = format!("blocking/{}", v.category);
+        let id = match v.stuck {
+            Some(_) => "blocking/stuck_poll".to_owned(),
+            None => format!("blocking/{}", v.category),
+        };
         let mut notes = Vec::new();
         if let Some(api) = &v.blocking_api {
             notes.push(format!("via {api}"));
@@ -94,7 +97,19 @@ impl TextRenderer {
         if v.count > 1 {
             note.push_str(&format!("\n{} consecutive calls from this stack", v.count));
         }
-        if self.stack && !v.stack.is_empty() {
+        if let Some(stuck) = &v.stuck {
+            let reported = format_duration(stuck.reported_after());
+            match (stuck.returned, v.event) {
+                (false, _) => note.push_str(&format!("\nthe thread is {}", stuck.thread_state)),
+                (true, "stuck_poll" | "slow_poll") => note.push_str(&format!(
+                    "\nreported stuck after {reported}, when the thread was {}",
+                    stuck.thread_state
+                )),
+                (true, event) => note.push_str(&format!("\nreported stuck after {reported}, blocked in `{event}`")),
+            }
+        }
+        // A stuck poll's stack is the only way to see what it waits for: always shown.
+        if (self.stack || v.stuck.is_some()) && !v.stack.is_empty() {
             note.push_str("\nstack:");
             for (i, f) in v.stack.iter().enumerate() {
                 note.push_str(&format!("\n  {i:>2}: {f}"));
@@ -103,7 +118,9 @@ impl TextRenderer {
         let help = fix_hint(v);
         let source = self.source_line(&v.call_site);
         let head = kind.primary_title(title.as_str()).id(id.as_str());
-        let label = if v.category == Category::SlowPoll {
+        let label = if v.stuck.is_some() {
+            "this poll did not return"
+        } else if v.category == Category::SlowPoll {
             "this future's poll did not yield"
         } else {
             "blocking call inside an async task"
@@ -156,6 +173,13 @@ impl TextRenderer {
 
 fn title(v: &Violation) -> String {
     let d = format_duration(v.duration);
+    if let Some(stuck) = &v.stuck {
+        return if stuck.returned {
+            format!("a poll did not return for {d}, stalling its tokio worker")
+        } else {
+            format!("a poll has not returned for {}", format_duration(stuck.reported_after()))
+        };
+    }
     match v.category {
         Category::SlowPoll => format!("a poll ran {d} without yielding, stalling its tokio worker"),
         Category::LockWait => format!("`{}` waited {d} for a lock on a tokio worker", v.event),
@@ -176,6 +200,23 @@ pub(crate) fn format_duration(d: std::time::Duration) -> String {
 }
 
 pub(crate) fn fix_hint(v: &Violation) -> String {
+    // A stuck poll with no blocking call recorded: the advice follows what the thread was doing.
+    if let Some(stuck) = v.stuck.as_ref().filter(|_| v.category == Category::SlowPoll) {
+        let state = if stuck.thread_state == "running" {
+            Some(Category::SlowPoll)
+        } else {
+            stuck.syscall().and_then(|name| {
+                crate::catalogue::CATALOGUE.iter().find(|r| r.functions.contains(&name)).map(|r| r.category)
+            })
+        };
+        return match state {
+            Some(Category::SlowPoll) => Category::SlowPoll.fix_hint().to_owned(),
+            Some(category) => fix_hint(&Violation { category, stuck: None, ..v.clone() }),
+            None => "see the stack for what the poll waits on: move the blocking work into \
+                     `tokio::task::spawn_blocking`, or await it with an async alternative"
+                .to_owned(),
+        };
+    }
     let api = v.blocking_api.as_deref().unwrap_or("");
     // A synchronous dependency (a database driver, an SDK): the fix is where it is called, not inside it.
     if let Some(krate) = v.blocking_api_crate.as_deref().filter(|k| *k != "std" && v.category != Category::SlowPoll) {
@@ -225,6 +266,7 @@ mod tests {
             thread_id: 1,
             thread_name: None,
             timestamp: SystemTime::UNIX_EPOCH,
+            stuck: None,
         }
     }
 
@@ -290,6 +332,33 @@ error[blocking/sleep]: `clock_nanosleep` blocked a tokio worker for 52.1ms
         assert_eq!(fix_hint(&v), "use `tokio::fs::File`, whose methods are async");
         v.blocking_api = Some("std::fs::read_to_string".into());
         assert!(fix_hint(&v).starts_with("use the same function from `tokio::fs`"));
+    }
+
+    #[test]
+    fn a_stuck_poll_reads_as_stuck_with_advice_for_what_its_thread_does() {
+        let stuck = |state: &str| Violation {
+            event: "stuck_poll",
+            category: Category::SlowPoll,
+            duration: Duration::from_millis(1_004),
+            blocking_api: None,
+            blocking_api_crate: None,
+            stuck: Some(crate::violation::Stuck {
+                id: 1,
+                reported_after_us: 1_004_000,
+                thread_state: state.to_owned(),
+                returned: false,
+            }),
+            ..violation(CallSite::Unknown)
+        };
+        let out = TextRenderer::new(Style::Plain).render(&stuck("blocked in syscall 230 (clock_nanosleep)"), None);
+        assert!(out.starts_with("error[blocking/stuck_poll]: a poll has not returned for 1.00s"), "{out}");
+        assert!(out.contains("the thread is blocked in syscall 230 (clock_nanosleep)"), "{out}");
+        assert!(out.contains("help: use `tokio::time::sleep(..).await`"), "{out}");
+        let hint = |state| fix_hint(&stuck(state));
+        assert_eq!(hint("blocked in syscall 202 (futex)"), Category::LockWait.fix_hint());
+        assert_eq!(hint("running"), Category::SlowPoll.fix_hint());
+        assert!(hint("blocked in syscall 61 (wait4)").contains("spawn_blocking"));
+        assert!(hint("in an unknown state").starts_with("see the stack"));
     }
 
     #[test]

@@ -10,7 +10,11 @@
 //!   site becomes the hottest user frame;
 //! - a poll still running after the stuck threshold (`BLOCKCOP_STUCK_MS`, by default 1000 ms) is reported at once
 //!   as a `stuck_poll` (a `tracing` error and a run-file record) with its stack and what the thread is doing
-//!   (`running`, or blocked in a syscall, read from `/proc/self/task/<tid>/syscall`), while it is still stuck;
+//!   (`running`, or blocked in a syscall, read from `/proc/self/task/<tid>/syscall`), while it is still stuck.
+//!   When the poll returns, one record completes the report (same [`Stuck::id`], the final duration): the
+//!   blocking call it was stuck in, else its slow poll, else a `stuck_poll` with the poll's wall time;
+//! - a thread inside a blocking call the interposer records is never signalled: the hook published the call's
+//!   stack and context before making it, and a stuck report takes them from there, so no signal splits the call;
 //! - every 100 ms it drains the runtime hooks' per-thread scopes ([`crate::runtime::drain`]);
 //! - it ticks every 10 ms while a poll is in progress, every 25 ms while polls happen but none was in progress at its
 //!   last look, and after 500 ms without any poll it sleeps until the next poll wakes it (or 1 s passes).
@@ -38,6 +42,7 @@ use crate::intercept::thread::TaskTag;
 use crate::intercept::{MAX_FRAMES, RawStack};
 use crate::report::run;
 use crate::scope::{Scope, ScopeShared};
+use crate::violation::Stuck;
 
 /// How often the watchdog looks at the slots (and resamples a slow poll) while polls are in progress. 10 ms.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -81,9 +86,14 @@ pub(crate) struct Slot {
     samples: Mutex<Samples>,
     stuck_reported: AtomicU64,
     free: AtomicBool,
-    /// The thread is inside a blocking call the interposer is recording: no need to sample it (the record has the
-    /// call site), and a signal would only interrupt the call.
+    /// The thread is inside a blocking call the interposer is recording: it is never signalled (the record will
+    /// have the call site, and a signal could interrupt the call and split it in two records).
     in_call: AtomicBool,
+    /// The stack and context of the latest recorded blocking call, published before the call is made: a stuck
+    /// poll's report inside a call takes them from here instead of from a signal.
+    call: Mutex<InCall>,
+    /// The stuck report of the current poll, until the poll's end (or the call it was stuck in) completes it.
+    stuck: Mutex<Option<PendingStuck>>,
     /// When the watchdog first saw the current poll: its generation, the tick and the thread's CPU time then.
     seen_generation: AtomicU64,
     seen_tick: AtomicU64,
@@ -107,6 +117,25 @@ struct Samples {
 /// What a stuck poll was polling: the scope (a handle, which keeps it alive: never kept past the report) and task.
 type PollContext = (Option<Scope>, Option<TaskTag>);
 
+/// A recorded blocking call in progress, as its thread published it.
+struct InCall {
+    stack: RawStack,
+    context: PollContext,
+}
+
+/// A stuck poll's report, waiting for the poll to return.
+struct PendingStuck {
+    generation: u64,
+    mark: Stuck,
+    /// The thread was inside a recorded blocking call when reported: that call's record completes the report.
+    in_call: bool,
+    /// A call's record has completed it already.
+    completed: bool,
+}
+
+/// Stuck reports made in this process: [`Stuck::id`]s count from 1.
+static NEXT_STUCK_ID: AtomicU64 = AtomicU64::new(1);
+
 impl Slot {
     fn new() -> Slot {
         Slot {
@@ -125,6 +154,8 @@ impl Slot {
             stuck_reported: AtomicU64::new(0),
             free: AtomicBool::new(false),
             in_call: AtomicBool::new(false),
+            call: Mutex::new(InCall { stack: RawStack::EMPTY, context: (None, None) }),
+            stuck: Mutex::new(None),
             seen_generation: AtomicU64::new(0),
             seen_tick: AtomicU64::new(0),
             seen_cpu_ns: AtomicU64::new(0),
@@ -145,10 +176,48 @@ impl Slot {
         true
     }
 
-    /// Marks the thread as inside (or out of) a recorded blocking call.
-    #[inline]
-    pub(crate) fn set_in_call(&self, on: bool) {
-        self.in_call.store(on, Ordering::Relaxed);
+    /// Marks the thread as inside a recorded blocking call made from `stack` while polling in `context`.
+    pub(crate) fn enter_call(&self, stack: &RawStack, context: PollContext) {
+        let previous = {
+            let mut call = self.call.lock().unwrap_or_else(PoisonError::into_inner);
+            call.stack = *stack;
+            std::mem::replace(&mut call.context, context)
+        };
+        self.in_call.store(true, Ordering::Release);
+        // Released outside the lock: the poll in progress holds its scope, so this is never the last handle.
+        drop(previous);
+    }
+
+    /// Marks the thread as out of the recorded blocking call [`enter_call`](Self::enter_call) began. When the
+    /// watchdog reported the poll stuck during that call, returns the mark that makes the call's record the
+    /// report's completion.
+    pub(crate) fn leave_call(&self) -> Option<Stuck> {
+        self.in_call.store(false, Ordering::Release);
+        let context = std::mem::take(&mut self.call.lock().unwrap_or_else(PoisonError::into_inner).context);
+        drop(context);
+        let generation = self.generation.load(Ordering::Relaxed);
+        if self.stuck_reported.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        let mut pending = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+        match pending.as_mut() {
+            Some(p) if p.generation == generation && p.in_call && !p.completed => {
+                p.completed = true;
+                Some(Stuck { returned: true, ..p.mark.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// For a poll that is ending: when the watchdog reported it stuck and no call's record completed the report,
+    /// the mark that makes the poll's own record the completion.
+    pub(crate) fn stuck_poll_returned(&self) -> Option<Stuck> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        if self.stuck_reported.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        let pending = self.stuck.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        (pending.generation == generation && !pending.completed).then_some(Stuck { returned: true, ..pending.mark })
     }
 
     /// Publishes the end of the outermost poll.
@@ -539,7 +608,7 @@ fn watchdog(sampling: bool) {
         let slow_ns = SETTINGS.slow_ns.load(Ordering::Relaxed);
         let stuck_ns = SETTINGS.stuck_ns.load(Ordering::Relaxed);
         // Reports are made after the slot list is released (they take time); nothing is allocated when idle.
-        let mut stuck_now: Vec<(&'static Slot, u64, u64)> = Vec::new();
+        let mut stuck_now: Vec<(&'static Slot, u64, u64, Stuck, bool)> = Vec::new();
         let mut released: Vec<PollContext> = Vec::new();
         {
             let slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
@@ -567,21 +636,31 @@ fn watchdog(sampling: bool) {
                 // A context noted for an earlier stuck report that came too late for it: released after the lock.
                 released.push(collect(slot, generation));
                 let stuck = elapsed >= stuck_ns && slot.stuck_reported.load(Ordering::Acquire) != generation;
-                if stuck {
+                // A thread inside a recorded blocking call is never signalled: its record will have the call site,
+                // a stuck report takes the stack the call published, and a signal could interrupt the call.
+                let in_call = slot.in_call.load(Ordering::Acquire);
+                if stuck && !in_call {
                     slot.context_wanted.store(generation, Ordering::Relaxed);
                 }
-                // A thread inside a recorded blocking call is not sampled (its record has the call site, and the
-                // signal would interrupt the call), except once when its poll is stuck, for the report's stack.
-                let wanted = stuck || !slot.in_call.load(Ordering::Relaxed);
                 #[cfg(target_os = "linux")]
-                if sampling && wanted && !slot.ready.load(Ordering::Acquire) {
+                if sampling && !in_call && !slot.ready.load(Ordering::Acquire) {
                     slot.requested.store(generation, Ordering::Release);
                     signal_thread(tid);
                 }
                 #[cfg(not(target_os = "linux"))]
-                let _ = (sampling, wanted);
-                if stuck && slot.stuck_reported.swap(generation, Ordering::AcqRel) != generation {
-                    stuck_now.push((slot, generation, elapsed));
+                let _ = sampling;
+                if stuck {
+                    // Pending before it is marked reported, so the thread finds it as soon as it sees the mark.
+                    let mark = Stuck {
+                        id: NEXT_STUCK_ID.fetch_add(1, Ordering::Relaxed),
+                        reported_after_us: elapsed / 1000,
+                        thread_state: thread_state(tid),
+                        returned: false,
+                    };
+                    *slot.stuck.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(PendingStuck { generation, mark: mark.clone(), in_call, completed: false });
+                    slot.stuck_reported.store(generation, Ordering::Release);
+                    stuck_now.push((slot, generation, elapsed, mark, in_call));
                 }
             }
         }
@@ -590,8 +669,8 @@ fn watchdog(sampling: bool) {
             polls_seen = polls_now;
             last_activity = std::time::Instant::now();
         }
-        for (slot, generation, elapsed) in stuck_now {
-            report_stuck(slot, generation, Duration::from_nanos(elapsed));
+        for (slot, generation, elapsed, mark, in_call) in stuck_now {
+            report_stuck(slot, generation, Duration::from_nanos(elapsed), mark, in_call);
         }
     }
 }
@@ -628,20 +707,24 @@ fn collect(slot: &Slot, generation: u64) -> PollContext {
     (scope, task)
 }
 
-/// Reports a poll that is still running after the stuck threshold: a `tracing` error and a run-file record.
-fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
-    // Give the handler a moment (up to 50 ms on a busy machine) to answer the request just sent, so the report has
-    // a stack.
-    for _ in 0..50 {
-        if slot.ready.load(Ordering::Acquire) {
-            break;
+/// Reports a poll that is still running after the stuck threshold: a `tracing` error and a run-file record. Its
+/// stack is the one the blocking call it is in published (`in_call`), else a sample the signal handler took.
+fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in_call: bool) {
+    let ((scope, task), samples) = if in_call {
+        let call = slot.call.lock().unwrap_or_else(PoisonError::into_inner);
+        ((call.context.0.clone(), call.context.1), vec![call.stack])
+    } else {
+        // Give the handler a moment (up to 50 ms on a busy machine) to answer the request just sent, so the report
+        // has a stack.
+        for _ in 0..50 {
+            if slot.ready.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let (scope, task) = collect(slot, generation);
-    let samples: Vec<RawStack> = {
+        let context = collect(slot, generation);
         let s = slot.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.generation == generation { s.stacks.clone() } else { Vec::new() }
+        (context, if s.generation == generation { s.stacks.clone() } else { Vec::new() })
     };
     let tid = slot.tid.load(Ordering::Relaxed);
     let name = slot.name.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -651,7 +734,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
         "poll still running after {}; thread {} is {}",
         crate::report::format_duration(elapsed),
         name.as_deref().map_or_else(|| tid.to_string(), |n| format!("'{n}'")),
-        thread_state(tid)
+        mark.thread_state
     );
     let config = Config::global_or_default();
     let hot = crate::symbolize::hottest(&samples, config);
@@ -681,6 +764,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration) {
         thread_id: u64::try_from(tid).unwrap_or(0),
         thread_name: name.clone(),
         timestamp: SystemTime::now(),
+        stuck: Some(mark),
     };
     tracing::error!(
         target: "blockcop",

@@ -83,6 +83,66 @@ fn deadlocked_poll_is_reported_while_stuck() {
 }
 
 #[test]
+fn a_sleep_stuck_for_seconds_is_one_record_completed_with_its_final_duration() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let scope = Scope::new(&config());
+    let sleeping = scope.clone();
+    let line = line!() + 4;
+    let thread = std::thread::Builder::new()
+        .name("sleeping-poll".into())
+        .spawn(move || {
+            sleeping.in_scope(|| std::thread::sleep(Duration::from_secs(3)));
+        })
+        .expect("spawn");
+    let started = Instant::now();
+    let report = loop {
+        let found = blockcop::stuck_polls().into_iter().find(|v| v.thread_name.as_deref() == Some("sleeping-poll"));
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no stuck_poll report");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Reported while stuck, at the sleep's line, from the stack the call published (no signal interrupted it).
+    let mark = report.stuck.clone().expect("a stuck mark");
+    assert!(!mark.returned, "{report}");
+    assert_eq!(mark.syscall(), Some("clock_nanosleep"), "{report}");
+    let site = report.call_site.location().unwrap_or_else(|| panic!("no call site: {report}"));
+    assert_eq!((site.file.as_str(), site.line), ("integration/tests/watchdog/main.rs", line), "{report}");
+    assert_eq!(report.scope_id, scope.id(), "{report}");
+    let text = blockcop::report::TextRenderer::new(blockcop::report::Style::Plain).render(&report, None);
+    assert!(text.starts_with("error[blocking/stuck_poll]: a poll has not returned for "), "{text}");
+    assert!(text.contains("the thread is blocked in syscall 230 (clock_nanosleep)"), "{text}");
+    assert!(text.contains("help: use `tokio::time::sleep(..).await`"), "{text}");
+    thread.join().expect("sleeping thread");
+    // One poll, one record: the sleep, whole, completing the report.
+    let v = scope.take_violations();
+    assert_eq!(v.list.len(), 1, "{v:#?}");
+    let done = &v.list[0];
+    assert_eq!((done.event, done.level, done.count), ("clock_nanosleep", blockcop::Level::High, 1), "{done}");
+    assert!(done.duration >= Duration::from_millis(2900), "{done}");
+    assert_eq!(done.call_site, report.call_site);
+    let completed = done.stuck.clone().expect("the completion carries the mark");
+    assert_eq!((completed.id, completed.returned), (mark.id, true));
+    let text = blockcop::report::TextRenderer::new(blockcop::report::Style::Plain).render(done, None);
+    assert!(text.starts_with("error[blocking/stuck_poll]: a poll did not return for 3"), "{text}");
+    // In the run file there are the report and its completion; the report shows one finding.
+    assert!(blockcop::report::run::flush(Duration::from_secs(5)));
+    let file = blockcop::report::run::current_run_file().expect("a run file").to_path_buf();
+    let run = blockcop::report::run::read_run_files(&[file]).expect("read");
+    let mine: Vec<_> = run.records.iter().filter(|r| r.scope_id == scope.id()).cloned().collect();
+    assert_eq!(mine.len(), 2, "{mine:#?}");
+    let summary = blockcop::report::Summary::from_records(&mine);
+    assert_eq!(summary.groups.len(), 1, "{summary:#?}");
+    let group = &summary.groups[0];
+    assert_eq!((group.occurrences, group.example.event.as_str()), (1, "clock_nanosleep"), "{group:#?}");
+    assert!(group.worst_duration >= Duration::from_millis(2900), "{group:#?}");
+}
+
+#[test]
 fn twenty_thousand_samples_across_busy_sleeping_allocating_and_unwinding_threads() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !blockcop::sampling_active() && !cfg!(target_os = "linux") {
