@@ -1,10 +1,12 @@
 //! The `x-blocking-violations` header: one module renders and parses its grammar.
 //!
 //! ```text
-//! x-blocking-violations: count=<n>;severity=<score>;level=<low|medium|high>;first=<event>@<site>;worst=<event>@<site>
+//! x-blocking-violations: count=<n>;severity=<score>;level=<low|medium|high>;first=<event>@<site>;worst=<event>@<site>[;from=<site>]
 //! ```
 //!
-//! `<site>` is the call site `file:line`, or `unknown`. `severity` is the request's score, the sum of the weights of
+//! `<site>` is the call site `file:line` (the user's own line that made the blocking call), or `unknown`. `from`,
+//! present when it differs from `worst`'s site, is the outermost user frame of `worst`'s call chain: the handler's
+//! (or task's) own line that led to a blocking call inside the app's helpers, where a `spawn_blocking` usually goes. `severity` is the request's score, the sum of the weights of
 //! its calls ([`Violations::severity`]), and `level` its level. `count` counts the request's calls that weigh something
 //! (consecutive identical calls, merged into one record, count one by one), plus those the per-scope cap dropped.
 //! `first` is the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial
@@ -19,7 +21,7 @@ use http::HeaderValue;
 use http::header::HeaderName;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
-use crate::violation::{Level, Violation, Violations};
+use crate::violation::{Frame, Level, Violation, Violations};
 
 /// `x-blocking-violations`.
 pub const X_BLOCKING_VIOLATIONS: HeaderName = HeaderName::from_static("x-blocking-violations");
@@ -83,6 +85,9 @@ pub struct ViolationsHeader {
     pub first: HeaderEntry,
     /// The violation with the highest weight (the earliest among equals).
     pub worst: HeaderEntry,
+    /// The outermost user frame of `worst`'s call chain as `file:line`, when it differs from `worst`'s site: the
+    /// handler's own line. [`Violation::call_chain`] has the whole chain.
+    pub from: Option<String>,
 }
 
 /// Why a header value did not parse: where, and what was expected there.
@@ -107,6 +112,10 @@ impl ViolationsHeader {
     pub fn from_violations(violations: &Violations) -> Option<ViolationsHeader> {
         let first = violations.weighted().next();
         let worst = violations.weighted().rev().max_by_key(|v| v.weight);
+        let from = worst
+            .and_then(|w| w.call_chain.first())
+            .and_then(Frame::location)
+            .map(|l| format!("{}:{}", l.file, l.line));
         let (first, worst) = match (first, worst) {
             (Some(f), Some(w)) => (HeaderEntry::of(f), HeaderEntry::of(w)),
             _ if violations.dropped > 0 => {
@@ -115,6 +124,7 @@ impl ViolationsHeader {
             }
             _ => return None,
         };
+        let from = from.filter(|f| *f != worst.site);
         let severity = violations.severity();
         Some(ViolationsHeader {
             count: violations.weighted().map(|v| u64::from(v.count)).sum::<u64>() + violations.dropped,
@@ -122,23 +132,32 @@ impl ViolationsHeader {
             level: Level::of(severity),
             first,
             worst,
+            from,
         })
     }
 
     /// Renders the value: always valid as a `HeaderValue`, at most [`MAX_HEADER_LEN`] bytes.
     pub fn render(&self) -> String {
         let head = format!("count={};severity={};level={}", self.count, self.severity, self.level);
+        let site = |site: &str, room: usize| {
+            let site = utf8_percent_encode(site, FIELD).to_string();
+            if site.len() <= room { site } else { format!("..{}", cut_left(&site, room.saturating_sub(2))) }
+        };
         let entry = |e: &HeaderEntry, budget: usize| {
             let event = utf8_percent_encode(&e.event, FIELD).to_string();
             let event = cut_left(&event, budget / 2).to_owned();
-            let site = utf8_percent_encode(&e.site, FIELD).to_string();
-            let room = budget.saturating_sub(event.len() + 1);
-            let site = if site.len() <= room { site } else { format!("..{}", cut_left(&site, room.saturating_sub(2))) };
+            let site = site(&e.site, budget.saturating_sub(event.len() + 1));
             format!("{event}@{site}")
         };
-        // ";first=" and ";worst=" take 14 bytes; the rest is shared by the two entries.
-        let budget = (MAX_HEADER_LEN - head.len() - 14) / 2;
-        format!("{head};first={};worst={}", entry(&self.first, budget), entry(&self.worst, budget))
+        // ";first=" and ";worst=" take 14 bytes, ";from=" 6; the rest is shared by the entries.
+        let parts = if self.from.is_some() { 3 } else { 2 };
+        let budget = (MAX_HEADER_LEN - head.len() - 14 - 6 * (parts - 2)) / parts;
+        let mut value = format!("{head};first={};worst={}", entry(&self.first, budget), entry(&self.worst, budget));
+        if let Some(from) = &self.from {
+            value.push_str(";from=");
+            value.push_str(&site(from, budget));
+        }
+        value
     }
 
     /// The value as a `HeaderValue`.
@@ -164,6 +183,7 @@ impl ViolationsHeader {
             return err(i, "visible ASCII (other bytes are percent-encoded)");
         }
         let (mut count, mut severity, mut level, mut first, mut worst) = (None, None, None, None, None);
+        let mut from = None;
         let mut pos = 0;
         for field in value.split(';') {
             let start = pos;
@@ -196,6 +216,10 @@ impl ViolationsHeader {
                     slot_taken(slot.is_some())?;
                     *slot = Some(parse_entry(raw, at)?);
                 }
+                "from" => {
+                    slot_taken(from.is_some())?;
+                    from = Some(parse_site(raw, at)?);
+                }
                 _ => {}
             }
         }
@@ -213,6 +237,7 @@ impl ViolationsHeader {
             level,
             first: first.ok_or_else(|| missing("first"))?,
             worst: worst.ok_or_else(|| missing("worst"))?,
+            from,
         })
     }
 }
@@ -237,22 +262,29 @@ fn parse_entry(raw: &str, at: usize) -> Result<HeaderEntry, HeaderParseError> {
     if event.is_empty() {
         return err(at, "an event name before `@`");
     }
-    let decode = |s: &str, offset: usize| {
-        if let Some(i) = bad_escape(s) {
-            return err(offset + i, "`%` followed by two hex digits");
-        }
-        percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).or_else(|_| err(offset, "UTF-8 once decoded"))
-    };
     let event = decode(event, at)?;
-    let site_at = at + raw.len() - site.len();
-    let site = decode(site, site_at)?;
+    let site = parse_site(site, at + raw.len() - site.len())?;
+    Ok(HeaderEntry { event, site })
+}
+
+/// A percent-encoded field, decoded; `at` is its byte offset in the value.
+fn decode(s: &str, at: usize) -> Result<String, HeaderParseError> {
+    if let Some(i) = bad_escape(s) {
+        return err(at + i, "`%` followed by two hex digits");
+    }
+    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).or_else(|_| err(at, "UTF-8 once decoded"))
+}
+
+/// A `<site>`: `unknown` or `file:line`, percent-encoded.
+fn parse_site(raw: &str, at: usize) -> Result<String, HeaderParseError> {
+    let site = decode(raw, at)?;
     if site != "unknown" {
         let ok = site.rsplit_once(':').is_some_and(|(f, l)| !f.is_empty() && l.parse::<u32>().is_ok());
         if !ok {
-            return err(site_at, "`unknown` or `file:line`");
+            return err(at, "`unknown` or `file:line`");
         }
     }
-    Ok(HeaderEntry { event, site })
+    Ok(site)
 }
 
 fn bad_escape(s: &str) -> Option<usize> {
@@ -288,6 +320,7 @@ mod tests {
             level: Level::High,
             first: HeaderEntry::new("open64", "test-apps/notes/src/handlers.rs:41"),
             worst: HeaderEntry::new("clock_nanosleep", "test-apps/notes/src/handlers.rs:88"),
+            from: None,
         }
     }
 
@@ -310,6 +343,7 @@ mod tests {
             level: Level::Low,
             first: HeaderEntry::new("we;ird=ev@nt", "src/dir with space/é.rs:7"),
             worst: HeaderEntry::new("write", "unknown"),
+            from: None,
         };
         let rendered = odd.render();
         assert!(rendered.contains("we%3Bird%3Dev%40nt@src/dir%20with%20space/%C3%A9.rs:7"), "{rendered}");
@@ -317,6 +351,58 @@ mod tests {
         assert_eq!(ViolationsHeader::parse(&rendered).unwrap(), odd);
         assert_eq!(odd.first.file_line(), Some(("src/dir with space/é.rs", 7)));
         assert_eq!(odd.worst.file_line(), None);
+    }
+
+    #[test]
+    fn from_names_the_handler_line_of_the_worst_call_chain() {
+        let frame = |file: &str, line| crate::Frame {
+            function: Some("f".into()),
+            file: Some(file.into()),
+            line: Some(line),
+            column: Some(9),
+        };
+        let site = crate::SourceLocation { file: "src/db.rs".into(), line: 56, column: Some(9) };
+        let mut v: Violation = crate::report::run::ViolationRecord {
+            event: "pread64".into(),
+            category: crate::Category::BlockingIo,
+            weight: 50,
+            level: Level::High,
+            duration_us: 1,
+            count: 1,
+            detail: String::new(),
+            call_site: crate::CallSite::Source(site),
+            blocking_api: None,
+            blocking_api_crate: None,
+            stack: vec![],
+            call_chain: vec![frame("src/server/handlers.rs", 65), frame("src/db.rs", 56)],
+            thread: None,
+            stuck: None,
+        }
+        .to_violation();
+        let h = ViolationsHeader::from_violations(&Violations { list: vec![v.clone()], dropped: 0 }).unwrap();
+        assert_eq!(h.from.as_deref(), Some("src/server/handlers.rs:65"));
+        let rendered = h.render();
+        assert!(rendered.ends_with(";worst=pread64@src/db.rs:56;from=src/server/handlers.rs:65"), "{rendered}");
+        assert_eq!(ViolationsHeader::parse(&rendered).unwrap(), h);
+        // A call made by the handler itself has nothing further out to name.
+        v.call_chain.remove(0);
+        let h = ViolationsHeader::from_violations(&Violations { list: vec![v], dropped: 0 }).unwrap();
+        assert_eq!(h.from, None);
+        assert!(!h.render().contains("from="));
+        let e = ViolationsHeader::parse("count=1;severity=50;level=high;first=a@unknown;worst=a@unknown;from=x")
+            .unwrap_err();
+        assert_eq!((e.position, e.expected.as_str()), (68, "`unknown` or `file:line`"));
+        // Long sites share the 512 bytes three ways.
+        let long = |name: &str| format!("{}/{name}.rs:88", "very/deep/directory".repeat(40));
+        let h = ViolationsHeader {
+            first: HeaderEntry::new("open64", long("first")),
+            worst: HeaderEntry::new("open64", long("worst")),
+            from: Some(long("from")),
+            ..sample()
+        };
+        let back = ViolationsHeader::parse(&h.render()).unwrap();
+        assert!(h.render().len() <= MAX_HEADER_LEN);
+        assert!(back.from.as_deref().is_some_and(|f| f.starts_with("..") && f.ends_with("/from.rs:88")), "{back:?}");
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
         blocking_api: selection.blocking_api,
         blocking_api_crate: selection.blocking_api_crate,
         stack: selection.stack,
+        call_chain: selection.call_chain,
         task: raw.task.map(|t| crate::report::run::TaskContext {
             id: t.id.to_string().parse().ok(),
             spawned_at: Some(t.spawned_at.to_string()),
@@ -166,7 +167,13 @@ pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
     }
     let best = tally.iter().map(|(_, n)| *n).max().unwrap_or(0);
     tally.into_iter().find(|(_, n)| *n == best && best > 0).map_or(
-        Selection { call_site: CallSite::Unknown, blocking_api: None, blocking_api_crate: None, stack: Vec::new() },
+        Selection {
+            call_site: CallSite::Unknown,
+            blocking_api: None,
+            blocking_api_crate: None,
+            stack: Vec::new(),
+            call_chain: Vec::new(),
+        },
         |(s, _)| s,
     )
 }

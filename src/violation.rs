@@ -202,7 +202,8 @@ pub struct Frame {
 }
 
 impl Frame {
-    fn location(&self) -> Option<SourceLocation> {
+    /// The frame's file, line and column, when its file and line are known.
+    pub fn location(&self) -> Option<SourceLocation> {
         Some(SourceLocation { file: self.file.clone()?, line: self.line?, column: self.column.filter(|c| *c > 0) })
     }
 }
@@ -245,6 +246,10 @@ pub struct Violation {
     pub blocking_api_crate: Option<String>,
     /// The stack from the blocking API down to the poll of the scope, trimmed of blockcop's and libc's frames.
     pub stack: Vec<Frame>,
+    /// The user's own frames of [`stack`](Self::stack), outermost first: from the handler (or task, or test) down
+    /// to the call site, which is the last one. Consecutive frames at the same line (an async fn's poll and its
+    /// body) appear once. Empty when no user frame is known.
+    pub call_chain: Vec<Frame>,
     /// The tokio task that was being polled, when a runtime hook began the poll (see [`crate::runtime`]).
     pub task: Option<crate::report::run::TaskContext>,
     /// The id of the scope the violation was recorded in.
@@ -458,6 +463,7 @@ pub(crate) struct Selection {
     pub(crate) blocking_api: Option<String>,
     pub(crate) blocking_api_crate: Option<String>,
     pub(crate) stack: Vec<Frame>,
+    pub(crate) call_chain: Vec<Frame>,
 }
 
 /// Chooses the call site: the first frame in the user's own code, skipping std/core/alloc, libc, blockcop and
@@ -497,7 +503,18 @@ pub(crate) fn select(frames: &[Frame], paths: &Paths, root: Option<&Path>) -> Se
             }
         }
     };
-    Selection { call_site, blocking_api, blocking_api_crate, stack }
+    let mut call_chain: Vec<Frame> = Vec::new();
+    for (frame, origin) in stack.iter().zip(&origins[start..end]).rev() {
+        if *origin != Origin::User || frame.location().is_none() {
+            continue;
+        }
+        // Of consecutive frames at one line, the innermost names the function: an async fn's body, not its poll.
+        match call_chain.last_mut() {
+            Some(last) if last.file == frame.file && last.line == frame.line => *last = frame.clone(),
+            _ => call_chain.push(frame.clone()),
+        }
+    }
+    Selection { call_site, blocking_api, blocking_api_crate, stack, call_chain }
 }
 
 /// The crate a dependency frame belongs to: from its path under the cargo home (`registry/src/<index>/<crate>-<ver>/`
@@ -632,6 +649,26 @@ mod tests {
         // Trimmed: no blockcop frames, nothing past the scope's poll.
         assert_eq!(s.stack.len(), 4);
         assert_eq!(s.stack[0].function.as_deref(), Some("std::sys::pal::unix::thread::Thread::sleep"));
+    }
+
+    #[test]
+    fn call_chain_runs_from_the_outermost_user_frame_to_the_call_site() {
+        let mut frames = hook();
+        frames.extend([
+            frame("std::fs::read_to_string", Some("/rustc/abc/library/std/src/fs.rs"), 10),
+            frame("app::util::read_config", Some("/work/app/src/util.rs"), 7),
+            frame("app::util::load", Some("/work/app/src/util.rs"), 15),
+            frame("tower::util::map::Map::call", Some("/home/dev/.cargo/registry/src/i/tower-0.5.2/src/map.rs"), 3),
+            frame("app::handlers::index::{{closure}}", Some("/work/app/src/handlers.rs"), 40),
+            frame("<app::handlers::index::{{closure}} as Future>::poll", Some("/work/app/src/handlers.rs"), 40),
+        ]);
+        frames.extend(poll_tail());
+        let s = select(&frames, &paths(), Some(Path::new(ROOT)));
+        let chain: Vec<String> = s.call_chain.iter().map(|f| f.location().expect("a location").to_string()).collect();
+        // Outermost first, the call site last; the dependency between is not the user's; the handler once.
+        assert_eq!(chain, ["src/handlers.rs:40:5", "src/util.rs:15:5", "src/util.rs:7:5"]);
+        assert_eq!(chain.last().map(String::as_str), Some(s.call_site.to_string().as_str()));
+        assert_eq!(s.call_chain[0].function.as_deref(), Some("app::handlers::index::{{closure}}"));
     }
 
     #[test]
@@ -815,6 +852,7 @@ mod tests {
             blocking_api: None,
             blocking_api_crate: None,
             stack: vec![],
+            call_chain: vec![],
             task: None,
             scope_id: 1,
             thread_id: 1,

@@ -93,6 +93,9 @@ pub struct ViolationRecord {
     pub blocking_api_crate: Option<String>,
     /// The trimmed stack.
     pub stack: Vec<Frame>,
+    /// The user's frames, outermost first, the call site last (see [`Violation::call_chain`]).
+    #[serde(default)]
+    pub call_chain: Vec<Frame>,
     /// The name of the thread that blocked.
     pub thread: Option<String>,
     /// Set on a stuck poll's report and on the record that completes it (see [`Violation::stuck`]); absent
@@ -142,6 +145,7 @@ impl ViolationRecord {
             blocking_api: v.blocking_api.clone(),
             blocking_api_crate: v.blocking_api_crate.clone(),
             stack: v.stack.clone(),
+            call_chain: v.call_chain.clone(),
             thread: v.thread_name.clone(),
             stuck: v.stuck.clone(),
         }
@@ -161,6 +165,7 @@ impl ViolationRecord {
             blocking_api: self.blocking_api.clone(),
             blocking_api_crate: self.blocking_api_crate.clone(),
             stack: self.stack.clone(),
+            call_chain: self.call_chain.clone(),
             task: None,
             scope_id: 0,
             thread_id: 0,

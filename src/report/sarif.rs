@@ -1,15 +1,18 @@
 //! SARIF 2.1.0 output (feature `cli`), built with `serde-sarif`: one rule per category (`blocking/<category>`),
 //! one result per aggregated group, located by a path relative to the workspace root (`uriBaseId: %SRCROOT%`) so
-//! that GitHub code scanning annotates the line.
+//! that GitHub code scanning annotates the line. The user's call chain that led to the call site (the handler's
+//! line first) is in `relatedLocations`, linked from the message, and in a `codeFlows` thread flow, outermost first
+//! and ending at the call site, which GitHub shows as the alert's path.
 
 use serde_sarif::sarif::{
-    ArtifactLocation, Location, Message, MultiformatMessageString, PhysicalLocation, Region, ReportingConfiguration,
-    ReportingDescriptor, Result as SarifResult, Run, Sarif, Tool, ToolComponent,
+    ArtifactLocation, CodeFlow, Location, Message, MultiformatMessageString, PhysicalLocation, Region,
+    ReportingConfiguration, ReportingDescriptor, Result as SarifResult, Run, Sarif, ThreadFlow, ThreadFlowLocation,
+    Tool, ToolComponent,
 };
 
 use super::Summary;
 use crate::catalogue::CATALOGUE;
-use crate::violation::Level;
+use crate::violation::{Level, SourceLocation};
 
 /// The SARIF level of a blockcop level.
 fn level(l: Level) -> &'static str {
@@ -18,6 +21,20 @@ fn level(l: Level) -> &'static str {
         Level::Medium => "warning",
         Level::Low => "note",
     }
+}
+
+/// A source line as a SARIF physical location relative to `%SRCROOT%`.
+fn physical(loc: &SourceLocation) -> PhysicalLocation {
+    let region = match loc.column {
+        Some(c) => Region::builder().start_line(i64::from(loc.line)).start_column(i64::from(c)).build(),
+        None => Region::builder().start_line(i64::from(loc.line)).build(),
+    };
+    PhysicalLocation::builder()
+        .artifact_location(
+            ArtifactLocation::builder().uri(loc.file.clone()).uri_base_id("%SRCROOT%".to_owned()).build(),
+        )
+        .region(region)
+        .build()
 }
 
 /// The summary as a SARIF 2.1.0 log.
@@ -56,7 +73,41 @@ pub fn to_sarif(summary: &Summary) -> Sarif {
         .groups
         .iter()
         .map(|g| {
-            let text = g.one_line();
+            let mut text = g.one_line();
+            // The chain without the call site (the result's own location), nearest caller first.
+            let site = g.call_site.location();
+            let chain: Vec<SourceLocation> = g.example.call_chain.iter().filter_map(crate::Frame::location).collect();
+            let callers: Vec<&SourceLocation> = chain.iter().rev().filter(|l| Some(*l) != site).collect();
+            for (id, caller) in (1..).zip(&callers) {
+                text.push_str(&format!(" Called from [{caller}]({id})."));
+            }
+            let related: Vec<Location> = (1..)
+                .zip(&callers)
+                .map(|(id, l)| {
+                    Location::builder()
+                        .id(id)
+                        .physical_location(physical(l))
+                        .message(Message::builder().text(format!("called from {l}")).build())
+                        .build()
+                })
+                .collect();
+            let flow = (!callers.is_empty()).then(|| {
+                let locations: Vec<ThreadFlowLocation> = chain
+                    .iter()
+                    .map(|l| {
+                        let location = Location::builder()
+                            .physical_location(physical(l))
+                            .message(Message::builder().text(l.to_string()).build())
+                            .build();
+                        ThreadFlowLocation::builder().location(location).build()
+                    })
+                    .collect();
+                let thread = ThreadFlow::builder().locations(locations).build();
+                CodeFlow::builder()
+                    .message(Message::builder().text("from the handler down to the blocking call").build())
+                    .thread_flows(vec![thread])
+                    .build()
+            });
             let result = SarifResult::builder()
                 .rule_id(format!("blocking/{}", g.category))
                 .level(match g.level {
@@ -65,24 +116,16 @@ pub fn to_sarif(summary: &Summary) -> Sarif {
                     Level::Low => serde_sarif::sarif::ResultLevel::Note,
                 })
                 .message(Message::builder().text(text).build());
-            match g.call_site.location() {
-                Some(loc) => {
-                    let region = match loc.column {
-                        Some(c) => Region::builder().start_line(i64::from(loc.line)).start_column(i64::from(c)).build(),
-                        None => Region::builder().start_line(i64::from(loc.line)).build(),
-                    };
-                    let physical = PhysicalLocation::builder()
-                        .artifact_location(
-                            ArtifactLocation::builder()
-                                .uri(loc.file.clone())
-                                .uri_base_id("%SRCROOT%".to_owned())
-                                .build(),
-                        )
-                        .region(region)
-                        .build();
-                    result.locations(vec![Location::builder().physical_location(physical).build()]).build()
+            match (site, flow) {
+                (Some(loc), Some(flow)) => result
+                    .locations(vec![Location::builder().physical_location(physical(loc)).build()])
+                    .related_locations(related)
+                    .code_flows(vec![flow])
+                    .build(),
+                (Some(loc), None) => {
+                    result.locations(vec![Location::builder().physical_location(physical(loc)).build()]).build()
                 }
-                None => result.build(),
+                (None, _) => result.build(),
             }
         })
         .collect();

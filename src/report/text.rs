@@ -141,6 +141,8 @@ impl TextRenderer {
             }
             (site, _) => head.element(Kind::NOTE.message(format!("call site: {site}"))),
         };
+        let callers = callers(v);
+        let group = callers.iter().fold(group, |group, c| group.element(Kind::NOTE.message(c.as_str())));
         let group = group.element(Kind::NOTE.message(note.as_str())).element(Kind::HELP.message(help.as_str()));
         let renderer = match self.style {
             Style::Colored => Renderer::styled(),
@@ -169,6 +171,22 @@ impl TextRenderer {
         }
         Some((line, start..end))
     }
+}
+
+/// `called from <file:line:col> (in <function>)` for each user frame that led to the call site, nearest first:
+/// the call chain without the call site itself.
+fn callers(v: &Violation) -> Vec<String> {
+    let mut chain: Vec<_> = v.call_chain.iter().rev().filter_map(|f| Some((f.location()?, f))).collect();
+    if chain.first().is_some_and(|(loc, _)| v.call_site.location() == Some(loc)) {
+        chain.remove(0);
+    }
+    chain
+        .into_iter()
+        .map(|(loc, f)| match &f.function {
+            Some(function) => format!("called from {loc} (in {function})"),
+            None => format!("called from {loc}"),
+        })
+        .collect()
 }
 
 fn title(v: &Violation) -> String {
@@ -261,6 +279,7 @@ mod tests {
             blocking_api: Some("std::thread::functions::sleep".into()),
             blocking_api_crate: Some("std".into()),
             stack: vec![],
+            call_chain: vec![],
             task: None,
             scope_id: 7,
             thread_id: 1,

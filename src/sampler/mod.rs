@@ -756,6 +756,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         blocking_api: hot.blocking_api,
         blocking_api_crate: hot.blocking_api_crate,
         stack: hot.stack,
+        call_chain: hot.call_chain,
         task: task.map(|t| run::TaskContext {
             id: t.id.to_string().parse().ok(),
             spawned_at: Some(t.spawned_at.to_string()),

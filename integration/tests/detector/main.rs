@@ -163,9 +163,31 @@ fn file_two_helpers_deep(flavor: Flavor) {
         return;
     }
     let (_dir, path) = sample_file();
+    let here = line!() + 1;
     let v = run_in_scope(flavor, move || async move { scenarios::config_through_helpers(&path).await });
     let hit = assert_blocked(&v, "open64", Level::Medium, "std::fs::read(path)");
     assert_eq!(hit.blocking_api.as_deref(), Some("std::fs::read"));
+    // The call chain: this test's future, the handler, its helper, then the call site; outermost first.
+    let site = support::marked_line("std::fs::read(path)", "open64");
+    let handler = support::line_containing(SCENARIOS, "    load_settings(path)");
+    let helper = support::line_containing(SCENARIOS, "    read_settings_file(path)");
+    let chain: Vec<(&str, u32)> =
+        hit.call_chain.iter().map(|f| (f.file.as_deref().unwrap_or("?"), f.line.unwrap_or(0))).collect();
+    let test = "integration/tests/detector/main.rs";
+    assert_eq!(chain, [(test, here), (SCENARIOS, handler), (SCENARIOS, helper), (SCENARIOS, site)], "{hit:#?}");
+    assert!(hit.call_chain[1].function.as_deref().is_some_and(|f| f.contains("config_through_helpers")), "{hit:#?}");
+    // The text diagnostic shows the callers under the snippet, nearest first; JSON carries the chain.
+    let text = blockcop::report::TextRenderer::new(blockcop::report::Style::Plain).render(hit, None);
+    let note = |file: &str, line: u32| format!("= note: called from {file}:{line}:");
+    let (helper_note, handler_note) = (note(SCENARIOS, helper), note(SCENARIOS, handler));
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("no {needle:?} in\n{text}"));
+    assert!(at(&helper_note) < at(&handler_note) && at(&handler_note) < at(&note(test, here)), "{text}");
+    let json = serde_json::to_value(hit).expect("JSON");
+    assert_eq!(json["call_chain"][1]["line"], handler, "{json}");
+    assert_eq!(json["call_chain"][3]["line"], site, "{json}");
+    // The header names the outermost user frame beside the call site.
+    let header = blockcop::ViolationsHeader::from_violations(&v).expect("a header");
+    assert_eq!(header.from, Some(format!("{test}:{here}")), "{header}");
 }
 
 fn sqlite_read_deep_inside_c_code(flavor: Flavor) {

@@ -155,6 +155,12 @@ fn fixture(dir: &Path) -> PathBuf {
               "column": 13 },
         ]);
     }
+    // The SQLite read's call chain: the handler's line, then the store's call site.
+    let handler = support::line_containing(HANDLERS, "let note = store::find(&conn, id)?");
+    lines[7]["call_chain"] = json!([
+        { "function": "notes::handlers::v1::get_note::{{closure}}", "file": HANDLERS, "line": handler, "column": 20 },
+        { "function": "notes::store::find", "file": STORE, "line": sqlite, "column": 15 },
+    ]);
     for (i, line) in lines.iter_mut().enumerate() {
         line["scope_id"] = json!(i + 1);
     }
@@ -190,6 +196,11 @@ fn text_summary_ranks_call_sites_and_renders_each_once() {
     assert_eq!(status, 1, "{err}");
     assert_eq!(err, "blockcop: 4 call site(s) reach the fail severity 10\n");
     snapshot_settings().bind(|| insta::assert_snapshot!("summary_text", out));
+    // The SQLite read's diagnostic names the handler that led to it, under the snippet.
+    let handler = support::line_containing(HANDLERS, "let note = store::find(&conn, id)?");
+    let note =
+        format!("= note: called from {HANDLERS}:{handler}:20 (in notes::handlers::v1::get_note::{{{{closure}}}})");
+    assert!(out.contains(&note), "{out}");
     let (status, _, _) = blockcop(&["report", file.to_str().expect("path"), "--fail-severity", "500"]);
     assert_eq!(status, 0);
 }
@@ -210,6 +221,10 @@ fn json_summary() {
     assert_eq!(groups[3]["blocking_api"], "std::fs::read_to_string");
     assert_eq!(groups[3]["events"], json!({ "open64": 3, "read": 1 }));
     assert_eq!(groups[3]["request_count"], 4);
+    // The example record carries the call chain, outermost first.
+    let handler = support::line_containing(HANDLERS, "let note = store::find(&conn, id)?");
+    let chain = &groups[4]["example"]["call_chain"];
+    assert_eq!((&chain[0]["file"], &chain[0]["line"]), (&json!(HANDLERS), &json!(handler)), "{chain}");
     assert_eq!(value["dropped"], 3);
     snapshot_settings().bind(|| insta::assert_json_snapshot!("summary_json", value));
 }
@@ -277,6 +292,20 @@ fn sarif_is_valid_2_1_0_and_points_at_the_lines() {
     assert_eq!(loc["artifactLocation"]["uriBaseId"], "%SRCROOT%");
     let line = marked_line_in(HANDLERS, "std::thread::sleep", "clock_nanosleep");
     assert_eq!(loc["region"]["startLine"], line);
+    // The SQLite read's call chain: the handler's line is a related location, linked from the message, and the
+    // code flow runs from it to the call site.
+    let handler = support::line_containing(HANDLERS, "let note = store::find(&conn, id)?");
+    let sqlite = results.iter().find(|r| r["ruleId"] == "blocking/metadata").expect("the SQLite read's result");
+    let related = &sqlite["relatedLocations"][0];
+    assert_eq!(related["physicalLocation"]["artifactLocation"]["uri"], HANDLERS, "{sqlite:#}");
+    assert_eq!(related["physicalLocation"]["region"]["startLine"], handler, "{sqlite:#}");
+    let text = sqlite["message"]["text"].as_str().expect("message");
+    assert!(text.ends_with(&format!(" Called from [{HANDLERS}:{handler}:20](1).")), "{text}");
+    let flow = sqlite["codeFlows"][0]["threadFlows"][0]["locations"].as_array().expect("a code flow");
+    let lines: Vec<&serde_json::Value> =
+        flow.iter().map(|l| &l["location"]["physicalLocation"]["region"]["startLine"]).collect();
+    let site = marked_line_in(STORE, "rows.next()", "stat64");
+    assert_eq!(lines, [&json!(handler), &json!(site)]);
     // One rule per category.
     let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().expect("rules");
     assert_eq!(rules.len(), blockcop::CATALOGUE.len());

@@ -44,6 +44,16 @@ where
     scope.take_violations()
 }
 
+/// The 1-based line of `file` (relative to the workspace root) that contains `needle`, which must be on one line only.
+#[allow(dead_code)]
+pub fn line_containing(file: &str, needle: &str) -> u32 {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let hits: Vec<u32> = source.lines().zip(1..).filter(|(l, _)| l.contains(needle)).map(|(_, n)| n).collect();
+    assert_eq!(hits.len(), 1, "expected one line of {file} with {needle:?}, found {hits:?}");
+    hits[0]
+}
+
 /// The 1-based line of the scenarios file whose trailing comment is `// blocks: <marker>` and which contains
 /// `needle` (to tell apart several lines with the same marker).
 #[track_caller]
