@@ -12,8 +12,8 @@
 //! body (sent as JSON when it starts with `{` or `[`, else as a form). Redirects are not followed: the header
 //! belongs to the response that carries it. `CONNECT host:port` sends an authority-form CONNECT over its own
 //! connection and reads the response head (the tunnel itself is not used). The tally counts, per target and overall, the responses with an `x-blocking-violations`
-//! header, their levels, how many reach the fail severity (what the test harness would fail), the `first=` and
-//! `worst=` sites, and headers that did not parse (with the position the parser gave).
+//! header, their levels, how many reach the fail severity (what the test harness would fail), the `first=`,
+//! `worst=` and `from=` sites, and headers that did not parse (with the position the parser gave).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -98,6 +98,7 @@ struct Tally {
     malformed: Vec<String>,
     first: BTreeMap<String, usize>,
     worst: BTreeMap<String, usize>,
+    from: BTreeMap<String, usize>,
 }
 
 impl Tally {
@@ -112,6 +113,9 @@ impl Tally {
                 self.failing += usize::from(h.severity >= fail_severity);
                 *self.first.entry(format!("{}@{}", h.first.event, h.first.site)).or_default() += 1;
                 *self.worst.entry(format!("{}@{}", h.worst.event, h.worst.site)).or_default() += 1;
+                if let Some(from) = &h.from {
+                    *self.from.entry(from.clone()).or_default() += 1;
+                }
             }
             Outcome::Malformed(status, e) => {
                 *self.statuses.entry(*status).or_default() += 1;
@@ -147,7 +151,7 @@ impl Tally {
         if self.malformed.len() > 3 {
             let _ = write!(out, "\n    ... {} malformed headers in all", self.malformed.len());
         }
-        for (name, sites) in [("first", &self.first), ("worst", &self.worst)] {
+        for (name, sites) in [("first", &self.first), ("worst", &self.worst), ("from", &self.from)] {
             let mut sites: Vec<_> = sites.iter().collect();
             sites.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             for (site, n) in sites.iter().take(5) {
