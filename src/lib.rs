@@ -115,8 +115,18 @@ pub const fn is_interposing() -> bool {
     intercept::INTERPOSING
 }
 
-/// The workspace root that call sites are shown relative to, when one was found (the nearest ancestor of
-/// `CARGO_MANIFEST_DIR`, or of the current directory, whose `Cargo.toml` has a `[workspace]` table).
+/// Whether blockcop's warm-up has finished: loading the program's debug info for symbolizing stacks, started in the
+/// background (thread `blockcop-warm-up`) when an enabled layer, scope or runtime installation is first made. Until
+/// it has, the first violation to be symbolized waits for the rest of it (about a second on a 150 MB debug binary;
+/// see the README's performance section).
+pub fn warmed_up() -> bool {
+    symbolize::warmed_up()
+}
+
+/// The workspace root that call sites are shown relative to, when one was found: the directory the executable's own
+/// code was compiled in (`DW_AT_comp_dir` in its debug info; cargo compiles local packages in the workspace root),
+/// whatever the working directory; without debug info, the nearest ancestor of `CARGO_MANIFEST_DIR`, or of the
+/// current directory, whose `Cargo.toml` has a `[workspace]` table.
 pub fn workspace_root() -> Option<&'static std::path::Path> {
     symbolize::workspace_root()
 }

@@ -13,18 +13,78 @@ use crate::violation::{self, CallSite, Frame, Level, Paths, Selection, SourceLoc
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
 
-static PATHS: LazyLock<Paths> = LazyLock::new(|| Paths {
-    cargo_home: std::env::var_os("CARGO_HOME")
+/// `$CARGO_HOME`, else `~/.cargo`.
+fn cargo_home() -> Option<String> {
+    std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|p| p.to_string_lossy().into_owned()),
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+static PATHS: LazyLock<Paths> = LazyLock::new(|| Paths {
+    cargo_home: cargo_home(),
     blockcop_src: concat!(env!("CARGO_MANIFEST_DIR"), "/src/").to_owned(),
     workspace_root: workspace_root().map(|r| r.to_string_lossy().into_owned()),
 });
 
-/// The workspace root: the nearest ancestor of the running package's manifest directory (or the current
-/// directory) whose `Cargo.toml` has a `[workspace]` table. Call sites inside it are shown relative to it.
-static WORKSPACE_ROOT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
+/// The workspace root of the crate that was built, whatever the working directory: the directory rustc ran in, as
+/// the executable's debug info records it (see [`root_from_debug_info`]). Without debug info, the nearest ancestor of
+/// the running package's manifest directory (or of the current directory) whose `Cargo.toml` has a `[workspace]`
+/// table. Call sites inside it are shown relative to it.
+static WORKSPACE_ROOT: LazyLock<Option<PathBuf>> = LazyLock::new(|| root_from_debug_info().or_else(root_from_cwd));
+
+/// The directory cargo ran rustc in for the executable's own code: the `DW_AT_comp_dir` of its compile units. Cargo
+/// runs rustc in the workspace root for every local package (registry and git dependencies run in their own
+/// directory, std in `/rustc/<hash>`), so the most common directory that holds a `Cargo.toml` and is neither of
+/// those is the workspace root. Reads only the compile units' first entries: about 30 ms on a 130 MB debug binary.
+/// `None` without debug info (or with compressed debug sections).
+pub(crate) fn root_from_debug_info() -> Option<PathBuf> {
+    use object::{Object as _, ObjectSection as _};
+    let exe = std::env::current_exe().ok()?;
+    let file = std::fs::File::open(exe).ok()?;
+    let cache = object::ReadCache::new(file);
+    let obj = object::File::parse(&cache).ok()?;
+    let endian = if obj.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
+    let section = |name: &str| {
+        let data = obj.section_by_name(name).and_then(|s| s.data().ok()).unwrap_or(&[]);
+        gimli::EndianSlice::new(data, endian)
+    };
+    let info = gimli::DebugInfo::from(section(".debug_info"));
+    let abbrev = gimli::DebugAbbrev::from(section(".debug_abbrev"));
+    let strs = gimli::DebugStr::from(section(".debug_str"));
+    let line_strs = gimli::DebugLineStr::from(section(".debug_line_str"));
+    let cargo_home = cargo_home().map(PathBuf::from);
+    let mut counts: HashMap<&[u8], usize> = HashMap::new();
+    let mut units = info.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(abbrevs) = header.abbreviations(&abbrev) else { continue };
+        let mut entries = header.entries(&abbrevs);
+        let Ok(Some(root)) = entries.next_dfs() else { continue };
+        let dir = match root.attr_value(gimli::DW_AT_comp_dir) {
+            Some(gimli::AttributeValue::String(s)) => s,
+            Some(gimli::AttributeValue::DebugStrRef(o)) => strs.get_str(o).unwrap_or_default(),
+            Some(gimli::AttributeValue::DebugLineStrRef(o)) => line_strs.get_str(o).unwrap_or_default(),
+            _ => continue,
+        };
+        *counts.entry(dir.slice()).or_default() += 1;
+    }
+    let mut dirs: Vec<(usize, PathBuf)> = counts
+        .into_iter()
+        .filter_map(|(dir, n)| Some((n, PathBuf::from(std::str::from_utf8(dir).ok()?))))
+        .filter(|(_, dir)| {
+            !dir.starts_with("/rustc")
+                && !cargo_home
+                    .as_ref()
+                    .is_some_and(|home| dir.starts_with(home.join("registry")) || dir.starts_with(home.join("git")))
+                && !dir.to_string_lossy().contains("/.cargo/registry/")
+                && dir.join("Cargo.toml").is_file()
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop().map(|(_, dir)| dir)
+}
+
+fn root_from_cwd() -> Option<PathBuf> {
     let start = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).or_else(|| std::env::current_dir().ok())?;
     let is_workspace = |dir: &Path| {
         std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
@@ -34,7 +94,72 @@ static WORKSPACE_ROOT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
         .find(|d| is_workspace(d))
         .or_else(|| start.ancestors().find(|d| d.join("Cargo.toml").is_file()))
         .map(Path::to_path_buf)
-});
+}
+
+static WARM_UP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+static WARMED_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts the warm-up once per process, on a thread of its own (`blockcop-warm-up`): finds the workspace root and
+/// symbolizes the thread's own stack, which makes the symbolizer load the executable's debug info (about a second
+/// on a 150 MB debug binary) before the first violation needs it, not on that request's path.
+pub(crate) fn warm_up() {
+    WARM_UP.get_or_init(|| {
+        let spawned = std::thread::Builder::new().name("blockcop-warm-up".into()).spawn(|| {
+            crate::allow_blocking(|| {
+                LazyLock::force(&PATHS);
+                let stack = RawStack::capture();
+                for ip in stack.ips() {
+                    frames_at(*ip);
+                }
+                warm_request_path();
+            });
+            WARMED_UP.store(true, std::sync::atomic::Ordering::Release);
+        });
+        if let Err(e) = spawned {
+            eprintln!("blockcop: cannot start the warm-up thread: {e}; the first violation loads debug info itself");
+        }
+    });
+}
+
+/// The crates whose code every request's stack runs through (tokio's runtime, hyper's and tonic's servers, axum's
+/// and tower's routing and middleware, blockcop's layer and hooks), by their legacy-mangled symbol prefix.
+const REQUEST_PATH_CRATES: [&str; 7] =
+    ["_ZN5tokio", "_ZN5hyper", "_ZN4axum", "_ZN5tower", "_ZN5tonic", "_ZN2h2", "_ZN8blockcop"];
+
+/// Symbolizes the executable's functions of [`REQUEST_PATH_CRATES`] (a few thousand in a typical axum service), so
+/// that the compile units a request's stack passes through are parsed before a request needs them: without this,
+/// the first violation's stack costs 100-150 ms more than later ones even with the debug info loaded.
+fn warm_request_path() {
+    use object::{Object as _, ObjectSymbol as _};
+    let Some(file) = std::env::current_exe().ok().and_then(|exe| std::fs::File::open(exe).ok()) else { return };
+    let cache = object::ReadCache::new(file);
+    let Ok(obj) = object::File::parse(&cache) else { return };
+    // Where this function runs, against where the symbol table puts it: the executable's load bias.
+    let here = warm_request_path as fn() as usize;
+    let mut bias = None;
+    let mut addresses = Vec::new();
+    for symbol in obj.symbols() {
+        if symbol.kind() != object::SymbolKind::Text {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        let Ok(address) = usize::try_from(symbol.address()) else { continue };
+        if name.starts_with("_ZN8blockcop9symbolize17warm_request_path17h") {
+            bias = Some(here.wrapping_sub(address));
+        } else if REQUEST_PATH_CRATES.iter().any(|c| name.starts_with(c)) {
+            addresses.push(address);
+        }
+    }
+    let Some(bias) = bias else { return };
+    for address in addresses {
+        frames_at(address.wrapping_add(bias));
+    }
+}
+
+/// Whether the warm-up (see [`crate::warmed_up`]) has finished.
+pub(crate) fn warmed_up() -> bool {
+    WARMED_UP.load(std::sync::atomic::Ordering::Acquire)
+}
 
 /// The workspace root call sites are shown relative to, if one was found.
 pub(crate) fn workspace_root() -> Option<&'static Path> {

@@ -13,8 +13,11 @@ pub struct BlockCopLayer {
 }
 
 impl BlockCopLayer {
-    /// A layer judging by `config`; active iff `config.is_enabled()`.
+    /// A layer judging by `config`; active iff `config.is_enabled()`. An active layer starts blockcop's watchdog
+    /// and, in the background, loads the program's debug info (see [`crate::warmed_up`]), so that the first request
+    /// that blocks is not the one that pays for it.
     pub fn new(config: Config) -> BlockCopLayer {
+        crate::sampler::ensure_watchdog(&config);
         BlockCopLayer { config: config.is_enabled().then_some(config) }
     }
 

@@ -40,7 +40,8 @@ struct ReportArgs {
     /// Exit with status 1 when any group reaches this severity: a number, or low, medium, high.
     #[arg(long, default_value = "medium", value_parser = parse_severity)]
     fail_severity: u32,
-    /// Read source snippets relative to this directory. By default, the workspace root.
+    /// Read source snippets relative to this directory. By default, the workspace roots the run files record
+    /// (where the programs that wrote them were built), then the current workspace root.
     #[arg(long)]
     root: Option<PathBuf>,
     /// Group by call site and blocking API (`api`: one group per change to make), or by call site and event
@@ -112,10 +113,12 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
     summary.skipped.clear();
     let written = match args.format {
         Format::Text => {
-            let mut renderer = TextRenderer::new(Style::for_stderr());
-            if let Some(root) = args.root {
-                renderer = renderer.with_root(root);
-            }
+            // Sources are read under --root, else under the roots the run files record, else this workspace's.
+            let renderer = TextRenderer::new(Style::for_stderr());
+            let renderer = match args.root {
+                Some(root) => renderer.with_root(root),
+                None => renderer.with_roots_first(summary.roots.iter().cloned()),
+            };
             let mut text = summary.render_text_with(&renderer, args.stacks);
             if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
                 text.push_str(&summary.github_annotations());

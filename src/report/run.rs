@@ -65,6 +65,12 @@ pub enum RecordBody {
         /// How many.
         count: u64,
     },
+    /// The first line of every run file: what the process that wrote it knew about its sources.
+    Run {
+        /// The workspace root of the crate that was built ([`crate::workspace_root`]); call sites inside it are
+        /// relative to it, and `blockcop report` reads their source lines from it.
+        workspace_root: Option<String>,
+    },
 }
 
 /// A violation as written to a run file.
@@ -262,6 +268,22 @@ fn writer() -> Option<&'static Writer> {
                     }
                 };
                 let (tx, rx) = mpsc::channel();
+                // The first line says where the sources are, so a report read anywhere finds them.
+                let run = Record {
+                    version: SCHEMA_VERSION,
+                    body: RecordBody::Run {
+                        workspace_root: crate::workspace_root().map(|r| r.to_string_lossy().into_owned()),
+                    },
+                    request: None,
+                    task: None,
+                    test: None,
+                    scope_id: 0,
+                    pid: std::process::id(),
+                    timestamp_us: micros_since_epoch(SystemTime::now()),
+                };
+                if let Ok(line) = serde_json::to_string(&run) {
+                    let _ = tx.send(Message::Lines(line + "\n"));
+                }
                 let spawned =
                     std::thread::Builder::new().name("blockcop-run-file".into()).spawn(move || write_loop(rx, file));
                 if let Err(e) = spawned {
@@ -389,6 +411,8 @@ pub struct RunFiles {
     pub files: Vec<PathBuf>,
     /// Corrupt lines that were skipped.
     pub skipped: Vec<ReadError>,
+    /// The workspace roots the files' `run` records name, each once, in the order first seen.
+    pub roots: Vec<PathBuf>,
 }
 
 /// Reads run files: each path is a `.jsonl` file or a directory searched for them, subdirectories included (in
@@ -435,6 +459,12 @@ pub fn read_run_files(paths: &[PathBuf]) -> Result<RunFiles, ReadError> {
                     return Err(ReadError::UnknownVersion { file: file.clone(), line: i + 1, found: v.version });
                 }
                 Ok(_) => match serde_json::from_str::<Record>(&line) {
+                    Ok(Record { body: RecordBody::Run { workspace_root }, .. }) => {
+                        let root = workspace_root.map(PathBuf::from);
+                        if let Some(root) = root.filter(|r| !out.roots.contains(r)) {
+                            out.roots.push(root);
+                        }
+                    }
                     Ok(r) => out.records.push(r),
                     Err(e) => out.skipped.push(corrupt(e.to_string())),
                 },

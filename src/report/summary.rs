@@ -133,6 +133,8 @@ pub struct Summary {
     pub files: usize,
     /// Corrupt lines skipped, as `file:line: message`.
     pub skipped: Vec<String>,
+    /// The workspace roots the run files name: where their relative call sites' sources are.
+    pub roots: Vec<std::path::PathBuf>,
 }
 
 impl Summary {
@@ -146,6 +148,7 @@ impl Summary {
         let mut s = Summary::from_records_by(&run.records, by);
         s.files = run.files.len();
         s.skipped = run.skipped.iter().map(ToString::to_string).collect();
+        s.roots = run.roots.clone();
         s
     }
 
@@ -176,6 +179,7 @@ impl Summary {
                     summary.dropped += count;
                     continue;
                 }
+                RecordBody::Run { .. } => continue,
             };
             if v.stuck.as_ref().is_some_and(|s| !s.returned && completed.contains(&(r.pid, s.id))) {
                 continue;

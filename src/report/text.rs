@@ -40,7 +40,8 @@ impl Style {
 #[derive(Debug, Clone)]
 pub struct TextRenderer {
     style: Style,
-    root: Option<PathBuf>,
+    /// Where relative call sites' source files are looked for, in order.
+    roots: Vec<PathBuf>,
     stack: bool,
 }
 
@@ -53,13 +54,33 @@ impl Default for TextRenderer {
 impl TextRenderer {
     /// A renderer reading source files relative to the workspace root ([`crate::workspace_root`]).
     pub fn new(style: Style) -> TextRenderer {
-        TextRenderer { style, root: crate::workspace_root().map(Path::to_path_buf), stack: false }
+        TextRenderer {
+            style,
+            roots: crate::workspace_root().map(Path::to_path_buf).into_iter().collect(),
+            stack: false,
+        }
     }
 
-    /// Reads source files relative to `root` instead.
+    /// Reads source files relative to `root` only.
     #[must_use]
     pub fn with_root(mut self, root: impl Into<PathBuf>) -> TextRenderer {
-        self.root = Some(root.into());
+        self.roots = vec![root.into()];
+        self
+    }
+
+    /// Looks for source files under `roots` first (e.g. the workspace roots run files record, [`Summary::roots`]),
+    /// then where it looked before.
+    ///
+    /// [`Summary::roots`]: crate::report::Summary::roots
+    #[must_use]
+    pub fn with_roots_first(mut self, roots: impl IntoIterator<Item = PathBuf>) -> TextRenderer {
+        let mut all: Vec<PathBuf> = roots.into_iter().collect();
+        for root in self.roots {
+            if !all.contains(&root) {
+                all.push(root);
+            }
+        }
+        self.roots = all;
         self
     }
 
@@ -155,12 +176,10 @@ impl TextRenderer {
     fn source_line(&self, site: &CallSite) -> Option<(String, std::ops::Range<usize>)> {
         let loc = site.location()?;
         let path = Path::new(&loc.file);
-        let path = match &self.root {
-            Some(root) if path.is_relative() => root.join(path),
-            _ => path.to_path_buf(),
-        };
+        let candidates: Vec<PathBuf> =
+            if path.is_relative() { self.roots.iter().map(|r| r.join(path)).collect() } else { vec![path.into()] };
         // Reading the source is blockcop's own I/O; it must not be recorded if this runs inside a scope.
-        let text = crate::allow_blocking(|| std::fs::read_to_string(&path)).ok()?;
+        let text = crate::allow_blocking(|| candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()))?;
         let line = text.lines().nth(loc.line.checked_sub(1)? as usize)?.to_owned();
         let indent = line.len() - line.trim_start().len();
         let start = loc.column.map_or(indent, |c| line.char_indices().nth(c as usize - 1).map_or(indent, |(i, _)| i));

@@ -335,6 +335,7 @@ pub(crate) fn ensure_watchdog(config: &Config) {
     SETTINGS.slow_ns.fetch_min(ns(config.slow_poll_threshold()), Ordering::Relaxed);
     SETTINGS.stuck_ns.fetch_min(ns(config.stuck_poll_threshold()), Ordering::Relaxed);
     WATCHDOG.get_or_init(|| {
+        crate::symbolize::warm_up();
         crate::allow_blocking(|| {
             let sampling = install_handler();
             let spawned = std::thread::Builder::new()

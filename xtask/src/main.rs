@@ -2,8 +2,9 @@
 //!
 //! - `demo`: the main job; starts the notes test app with blockcop on, drives every endpoint and prints what it
 //!   found (`--detector`: runs the detector scenarios without HTTP instead).
-//! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation) and the HTTP
-//!   benchmark of the layer (no layer / disabled / enabled).
+//! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation), the HTTP
+//!   benchmark of the layer (no layer / disabled / enabled), the runtime hooks' benchmark, and the first flagged
+//!   request against later ones on a debug binary (right at start-up, and after the warm-up).
 //! - `report`: `blockcop report` over the run files (`--format text|json|sarif`, `--fail-severity`).
 //! - `ci`: what CI runs: format check, clippy, and the test suite with and without `RUST_TEST_BLOCKCOP=1`, then
 //!   `loaded`.
@@ -54,7 +55,14 @@ fn bench() -> Result<(), String> {
     c.args(["bench", "--package", "blockcop", "--bench", "hooks"])
         .env("RUSTFLAGS", "--cfg tokio_unstable")
         .env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
-    run("runtime hooks and watchdog benchmark (--cfg tokio_unstable)", c)
+    run("runtime hooks and watchdog benchmark (--cfg tokio_unstable)", c)?;
+    // A debug build on purpose: what the first flagged request costs is loading debug info.
+    for mode in ["at-start", "after-warm-up"] {
+        let mut c = cargo();
+        c.args(["bench", "--package", "integration", "--bench", "first_request", "--profile", "dev", "--", mode]);
+        run(&format!("first flagged request ({mode})"), c)?;
+    }
+    Ok(())
 }
 
 fn report(args: &[String]) -> Result<(), String> {

@@ -441,3 +441,59 @@ fn two_processes_with_eight_threads_each_lose_nothing() {
         assert_eq!(of_thread, 2 * scopes);
     }
 }
+
+/// A program started outside its workspace (a service binary run from `/`, a test binary run by hand) still
+/// gives sites relative to the workspace it was built in, and its run file records that root.
+#[test]
+fn sites_are_relative_to_the_built_workspace_whatever_the_working_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    let probe = dir.path().join("probe.txt");
+    std::fs::write(&probe, "x").expect("write");
+    let reports = dir.path().join("runs");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_run-file-writer"))
+        .args(["1", "2", &probe.display().to_string()])
+        .current_dir(dir.path())
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env("BLOCKCOP_REPORT_DIR", &reports)
+        .status()
+        .expect("run the writer");
+    assert!(status.success());
+    let run = read_run_files(&[reports]).expect("read");
+    let root = workspace_root().canonicalize().expect("root");
+    assert_eq!(run.roots, [root], "the run file records the workspace root");
+    let sites: Vec<String> = run
+        .records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Violation(v) if v.event == "statx" => Some(v.call_site.to_string()),
+            _ => None,
+        })
+        .collect();
+    let line = support::line_containing("integration/src/bin/run-file-writer.rs", "std::fs::metadata(&file)");
+    assert_eq!(sites.len(), 2, "{sites:?}");
+    assert!(
+        sites.iter().all(|s| s.starts_with(&format!("integration/src/bin/run-file-writer.rs:{line}:"))),
+        "{sites:?}"
+    );
+}
+
+/// `blockcop report` reads snippets under the root the run file records, not under the workspace it runs in.
+#[test]
+fn snippets_come_from_the_root_the_run_file_records() {
+    let dir = tempfile::tempdir().expect("dir");
+    let built = dir.path().join("service");
+    std::fs::create_dir_all(built.join("src")).expect("mkdir");
+    std::fs::write(built.join("src/lib.rs"), "async fn handler() {\n    std::thread::sleep(d); // in the service\n}\n")
+        .expect("write");
+    let run = json!({ "version": SCHEMA_VERSION, "kind": "run", "workspace_root": built, "request": null,
+                      "task": null, "test": null, "scope_id": 0, "pid": 7, "timestamp_us": 1u64 });
+    let sleep = violation("clock_nanosleep", "sleep", 50, ("src/lib.rs", 2, 5), 50_000, None, None, None);
+    let file = dir.path().join("1-7.jsonl");
+    std::fs::write(&file, format!("{run}\n{sleep}\n")).expect("write");
+    // This workspace has a src/lib.rs too: its line 2 must not be shown.
+    let (_, out, err) = blockcop(&["report", file.to_str().expect("path")]);
+    assert!(out.contains("2 |     std::thread::sleep(d); // in the service"), "{out}{err}");
+    // --root still wins.
+    let (_, out, _) = blockcop(&["report", file.to_str().expect("path"), "--root", "/nonexistent"]);
+    assert!(!out.contains("// in the service"), "{out}");
+}
