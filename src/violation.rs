@@ -344,6 +344,16 @@ fn serialize_system_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S
     s.serialize_u64(u64::try_from(us).unwrap_or(u64::MAX))
 }
 
+/// The frames of `call_chain` (outermost first) that led to `call_site`, nearest caller first, each with its
+/// location: the chain without the call site itself (its innermost entry, when that is the call site).
+pub(crate) fn callers<'a>(call_chain: &'a [Frame], call_site: &CallSite) -> Vec<(SourceLocation, &'a Frame)> {
+    let mut chain: Vec<_> = call_chain.iter().rev().filter_map(|f| Some((f.location()?, f))).collect();
+    if chain.first().is_some_and(|(loc, _)| call_site.location() == Some(loc)) {
+        chain.remove(0);
+    }
+    chain
+}
+
 /// The violations of a scope, a request or a task, with the count of those the per-scope cap dropped.
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]

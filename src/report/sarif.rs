@@ -77,7 +77,8 @@ pub fn to_sarif(summary: &Summary) -> Sarif {
             // The chain without the call site (the result's own location), nearest caller first.
             let site = g.call_site.location();
             let chain: Vec<SourceLocation> = g.example.call_chain.iter().filter_map(crate::Frame::location).collect();
-            let callers: Vec<&SourceLocation> = chain.iter().rev().filter(|l| Some(*l) != site).collect();
+            let callers: Vec<SourceLocation> =
+                crate::violation::callers(&g.example.call_chain, &g.call_site).into_iter().map(|(l, _)| l).collect();
             for (id, caller) in (1..).zip(&callers) {
                 text.push_str(&format!(" Called from [{caller}]({id})."));
             }

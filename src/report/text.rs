@@ -195,11 +195,7 @@ impl TextRenderer {
 /// `called from <file:line:col> (in <function>)` for each user frame that led to the call site, nearest first:
 /// the call chain without the call site itself.
 fn callers(v: &Violation) -> Vec<String> {
-    let mut chain: Vec<_> = v.call_chain.iter().rev().filter_map(|f| Some((f.location()?, f))).collect();
-    if chain.first().is_some_and(|(loc, _)| v.call_site.location() == Some(loc)) {
-        chain.remove(0);
-    }
-    chain
+    crate::violation::callers(&v.call_chain, &v.call_site)
         .into_iter()
         .map(|(loc, f)| match &f.function {
             Some(function) => format!("called from {loc} (in {function})"),
