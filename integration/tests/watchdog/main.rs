@@ -16,6 +16,19 @@ fn config() -> Config {
     Config::builder().enabled(true).stuck_poll_threshold(STUCK).build()
 }
 
+/// The stuck-poll report of the poll on thread `name`, waiting for it up to `limit`.
+fn stuck_report_of(name: &str, limit: Duration) -> blockcop::Violation {
+    let started = Instant::now();
+    loop {
+        let found = blockcop::stuck_polls().into_iter().find(|v| v.thread_name.as_deref() == Some(name));
+        if let Some(v) = found {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "no stuck_poll report for thread {name}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn deadlocked_poll_is_reported_while_stuck() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -42,15 +55,7 @@ fn deadlocked_poll_is_reported_while_stuck() {
         })
         .expect("spawn");
     // Wait (generously) for the report; the poll is still stuck while we look.
-    let started = Instant::now();
-    let report = loop {
-        let found = blockcop::stuck_polls().into_iter().find(|v| v.thread_name.as_deref() == Some("deadlocked-poll"));
-        if let Some(v) = found {
-            break v;
-        }
-        assert!(started.elapsed() < STUCK + Duration::from_secs(5), "no stuck_poll report");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let report = stuck_report_of("deadlocked-poll", STUCK + Duration::from_secs(5));
     assert!(!stuck.is_finished(), "reported while still stuck");
     assert_eq!((report.event, report.level), ("stuck_poll", blockcop::Level::High));
     // The watchdog looks every 5 ms: the report comes within the threshold plus 100 ms.
@@ -97,15 +102,7 @@ fn a_sleep_stuck_for_seconds_is_one_record_completed_with_its_final_duration() {
             sleeping.in_scope(|| std::thread::sleep(Duration::from_secs(3)));
         })
         .expect("spawn");
-    let started = Instant::now();
-    let report = loop {
-        let found = blockcop::stuck_polls().into_iter().find(|v| v.thread_name.as_deref() == Some("sleeping-poll"));
-        if let Some(v) = found {
-            break v;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no stuck_poll report");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let report = stuck_report_of("sleeping-poll", Duration::from_secs(20));
     // Reported while stuck, at the sleep's line, from the stack the call published (no signal interrupted it).
     let mark = report.stuck.clone().expect("a stuck mark");
     assert!(!mark.returned, "{report}");
