@@ -12,7 +12,7 @@
 //! `first` is the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial
 //! violations (console output) never make a header on their own and are never `first` or `worst`. Inside fields, bytes
 //! outside visible ASCII and the characters `%`, `;`, `=`, `@` are percent-encoded, so the value is always a valid
-//! `HeaderValue`. The whole value is at most 512 bytes: long sites are shortened from the left (keeping the file name
+//! `HeaderValue`. The whole value is at most 512 bytes: long sites are shortened from the left on character boundaries (keeping the file name
 //! and line, marked with a leading `..`), never the structure.
 
 use std::fmt;
@@ -293,18 +293,30 @@ fn bad_escape(s: &str) -> Option<usize> {
         .find(|&i| b[i] == b'%' && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()))
 }
 
-/// The last `max` bytes of an encoded field, not starting inside a `%XX` escape.
+/// The last `max` bytes (at most) of an encoded field, starting on a character boundary of the decoded text: never
+/// inside a `%XX` escape, nor at an escape that continues a multi-byte character (`%80`–`%BF`), so the kept part
+/// always decodes to UTF-8.
 fn cut_left(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
-    let mut start = s.len() - max;
     let b = s.as_bytes();
+    let mut start = s.len() - max;
     for back in 1..=2 {
         if start >= back && b[start - back] == b'%' {
             start += 3 - back;
             break;
         }
+    }
+    let continuation = |i: usize| {
+        b.get(i) == Some(&b'%')
+            && b.get(i + 1..i + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|byte| byte & 0xc0 == 0x80)
+    };
+    while continuation(start) {
+        start += 3;
     }
     &s[start.min(s.len())..]
 }
@@ -453,6 +465,74 @@ mod tests {
             e.to_string(),
             "malformed x-blocking-violations at byte 512: expected at most 512 bytes (the value has 600)"
         );
+    }
+
+    #[test]
+    fn non_ascii_sites_are_shortened_on_character_boundaries() {
+        // Each `用` encodes as nine bytes (`%E7%94%A8`): a cut at a byte budget lands inside one most of the time.
+        for n in 15..60 {
+            let h = ViolationsHeader {
+                first: HeaderEntry::new("open64", format!("src/{}.rs:7", "用".repeat(n))),
+                worst: HeaderEntry::new("clock_nanosleep", format!("{}/é.rs:12", "ü".repeat(n * 2))),
+                from: Some(format!("src/{}/h.rs:3", "日本".repeat(n))),
+                ..sample()
+            };
+            let rendered = h.render();
+            let back = ViolationsHeader::parse(&rendered).unwrap_or_else(|e| panic!("{e}: {rendered}"));
+            assert!(back.first.site.ends_with("用.rs:7"), "{}", back.first.site);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Whatever a violation's event and site are, the rendered header parses back: unchanged when it fits, and
+        /// otherwise with each shortened site a `..`-marked suffix of the original that keeps its line.
+        #[test]
+        fn every_header_round_trips(
+            count: u64,
+            severity: u32,
+            first_event in "\\PC{1,40}",
+            worst_event in "[a-z_0-9]{1,20}|\\PC{1,300}",
+            first_file in "\\PC{1,400}",
+            worst_file in "[a-z/]{1,30}|\\PC{1,400}",
+            from_file in proptest::option::of("\\PC{1,300}"),
+            lines: [u32; 3],
+            worst_unknown: bool,
+        ) {
+            let worst_site = if worst_unknown { "unknown".to_owned() } else { format!("{worst_file}:{}", lines[1]) };
+            let h = ViolationsHeader {
+                count,
+                severity,
+                level: Level::of(severity),
+                first: HeaderEntry::new(first_event, format!("{first_file}:{}", lines[0])),
+                worst: HeaderEntry::new(worst_event, worst_site),
+                from: from_file.map(|f| format!("{f}:{}", lines[2])),
+            };
+            let rendered = h.render();
+            proptest::prop_assert!(rendered.len() <= MAX_HEADER_LEN);
+            proptest::prop_assert!(HeaderValue::from_str(&rendered).is_ok());
+            let back = ViolationsHeader::parse(&rendered).map_err(|e| {
+                proptest::test_runner::TestCaseError::fail(format!("{e}: {rendered}"))
+            })?;
+            proptest::prop_assert_eq!((back.count, back.severity, back.level), (h.count, h.severity, h.level));
+            let kept = |original: &str, parsed: &str| {
+                parsed == original
+                    || parsed.strip_prefix("..").is_some_and(|tail| original.ends_with(tail) && tail.contains(':'))
+            };
+            for (original, parsed) in [(&h.first, &back.first), (&h.worst, &back.worst)] {
+                proptest::prop_assert!(kept(&original.site, &parsed.site), "{} -> {}", original.site, parsed.site);
+                proptest::prop_assert!(original.event.ends_with(&parsed.event) && !parsed.event.is_empty());
+                proptest::prop_assert_eq!(
+                    original.file_line().map(|(_, l)| l),
+                    parsed.file_line().map(|(_, l)| l)
+                );
+            }
+            proptest::prop_assert_eq!(h.from.is_some(), back.from.is_some());
+            if let (Some(original), Some(parsed)) = (&h.from, &back.from) {
+                proptest::prop_assert!(kept(original, parsed), "{} -> {}", original, parsed);
+            }
+        }
     }
 
     #[test]
