@@ -31,29 +31,44 @@ pub const DEFAULT_ALLOWLIST: &[&str] = &[
     "tokio::process::",
 ];
 
-/// The variable that turns blockcop on: `1`, `true` or `yes` (any case) enables it; anything else, or unset,
-/// leaves it off.
+/// The variable that turns blockcop on: `1`, `true`, `yes` or `on` (any case) enables it; `0`, `false`, `no`, `off`
+/// or empty leaves it off, as does leaving it unset. Any other value also leaves it off, with one warning on stderr
+/// naming the value (a typo in CI must not turn the guard off without a word).
 pub const ENV_ENABLE: &str = "RUST_TEST_BLOCKCOP";
-/// The slow-poll threshold in whole milliseconds (at least 1).
+/// The slow-poll threshold in whole milliseconds, 1 to 3,600,000 (one hour).
 pub const ENV_SLOW_POLL_MS: &str = "BLOCKCOP_SLOW_POLL_MS";
 /// The severity at which the harness fails a request: a number, or `low`, `medium` or `high`.
 pub const ENV_FAIL_SEVERITY: &str = "BLOCKCOP_FAIL_SEVERITY";
-/// The stuck-poll threshold in whole milliseconds (at least 1).
+/// The stuck-poll threshold in whole milliseconds, 1 to 3,600,000 (one hour).
 pub const ENV_STUCK_MS: &str = "BLOCKCOP_STUCK_MS";
-/// The per-scope cap on recorded violations: a whole number of at least 1.
+/// The per-scope cap on recorded violations: a whole number, 1 to 1,000,000.
 pub const ENV_MAX_VIOLATIONS: &str = "BLOCKCOP_MAX_VIOLATIONS";
 
-/// A malformed `BLOCKCOP_*` value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The largest threshold `BLOCKCOP_SLOW_POLL_MS` and `BLOCKCOP_STUCK_MS` accept, in milliseconds: one hour.
+pub const MAX_THRESHOLD_MS: u64 = 3_600_000;
+/// The largest per-scope cap `BLOCKCOP_MAX_VIOLATIONS` accepts.
+pub const MAX_VIOLATIONS_LIMIT: u64 = 1_000_000;
+
+/// A malformed `BLOCKCOP_*` value, or a run-file directory that cannot be used.
+///
+/// `Debug` prints the message too, so that `fn main() -> Result<(), Box<dyn Error>>` (or `-> Result<(),
+/// ConfigError>`) shows it as it is when `?` returns it.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {variable}={value:?}: expected {expected}")]
 #[non_exhaustive]
 pub struct ConfigError {
     /// The environment variable, e.g. `BLOCKCOP_SLOW_POLL_MS`.
     pub variable: &'static str,
-    /// The value it had.
+    /// The value it had (non-UTF-8 bytes replaced by U+FFFD).
     pub value: String,
-    /// The accepted form.
-    pub expected: &'static str,
+    /// The accepted form, and what failed when the value had it.
+    pub expected: String,
+}
+
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// How blockcop detects and judges blocking.
@@ -111,35 +126,76 @@ impl Config {
     }
 
     /// Reads the configuration from the environment: `RUST_TEST_BLOCKCOP`, `BLOCKCOP_SLOW_POLL_MS`,
-    /// `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`. Unset variables keep their defaults.
+    /// `BLOCKCOP_STUCK_MS`, `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`. Unset (or empty) variables keep
+    /// their defaults. Values are read exactly as written: surrounding whitespace and signs (`+5`) are refused,
+    /// not trimmed. When blockcop is enabled, this process's run file is created now, in `BLOCKCOP_REPORT_DIR` (see
+    /// [`report::run`](crate::report::run)), so an unusable directory is an error at start-up.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the variable, its value and the accepted form when a `BLOCKCOP_*` value is
-    /// malformed. `RUST_TEST_BLOCKCOP` never errors: anything but `1`/`true`/`yes` leaves blockcop off.
+    /// malformed, out of range or not UTF-8, and one naming `BLOCKCOP_REPORT_DIR` and the operation that failed
+    /// when the run file cannot be created. `RUST_TEST_BLOCKCOP` never errors: a value that is not one of its
+    /// words leaves blockcop off, with a warning on stderr.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let config = Self::from_os_lookup(|name| std::env::var_os(name))?;
+        if config.is_enabled() && config.run_files() {
+            crate::report::run::open().map_err(|e| ConfigError {
+                variable: crate::report::run::ENV_REPORT_DIR,
+                value: e.dir.to_string_lossy().into_owned(),
+                expected: format!("a directory blockcop can create and write run files in ({e})"),
+            })?;
+        }
+        Ok(config)
     }
 
-    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup` (and creating no run file).
     ///
     /// # Errors
     ///
     /// As [`from_env`](Self::from_env).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Self::from_os_lookup(|name| lookup(name).map(std::ffi::OsString::from))
+    }
+
+    fn from_os_lookup(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Config, ConfigError> {
+        let text = |variable: &'static str, expected: &str| -> Result<Option<String>, ConfigError> {
+            match lookup(variable) {
+                None => Ok(None),
+                Some(v) => match v.into_string() {
+                    Ok(v) if v.is_empty() => Ok(None),
+                    Ok(v) => Ok(Some(v)),
+                    Err(v) => Err(ConfigError {
+                        variable,
+                        value: v.to_string_lossy().into_owned(),
+                        expected: format!("{expected} (the value is not UTF-8)"),
+                    }),
+                },
+            }
+        };
         let mut b = Config::builder();
-        b = b.enabled(lookup(ENV_ENABLE).is_some_and(|v| parse_enabled(&v)));
-        if let Some(v) = lookup(ENV_SLOW_POLL_MS) {
-            b = b.slow_poll_threshold(Duration::from_millis(parse_positive(ENV_SLOW_POLL_MS, &v, MS_FORM)?));
+        let enable = lookup(ENV_ENABLE).map(|v| v.to_string_lossy().into_owned());
+        b = b.enabled(match enable.as_deref().map(parse_enabled) {
+            None => false,
+            Some(Ok(on)) => on,
+            Some(Err(value)) => {
+                warn_unknown_enable(value);
+                false
+            }
+        });
+        if let Some(v) = text(ENV_SLOW_POLL_MS, MS_FORM)? {
+            let ms = parse_bounded(ENV_SLOW_POLL_MS, &v, MAX_THRESHOLD_MS, MS_FORM)?;
+            b = b.slow_poll_threshold(Duration::from_millis(ms));
         }
-        if let Some(v) = lookup(ENV_STUCK_MS) {
-            b = b.stuck_poll_threshold(Duration::from_millis(parse_positive(ENV_STUCK_MS, &v, MS_FORM)?));
+        if let Some(v) = text(ENV_STUCK_MS, MS_FORM)? {
+            let ms = parse_bounded(ENV_STUCK_MS, &v, MAX_THRESHOLD_MS, MS_FORM)?;
+            b = b.stuck_poll_threshold(Duration::from_millis(ms));
         }
-        if let Some(v) = lookup(ENV_FAIL_SEVERITY) {
+        if let Some(v) = text(ENV_FAIL_SEVERITY, SEVERITY_FORM)? {
             b = b.fail_severity(parse_severity(&v)?);
         }
-        if let Some(v) = lookup(ENV_MAX_VIOLATIONS) {
-            let n = parse_positive(ENV_MAX_VIOLATIONS, &v, COUNT_FORM)?;
+        if let Some(v) = text(ENV_MAX_VIOLATIONS, COUNT_FORM)? {
+            let n = parse_bounded(ENV_MAX_VIOLATIONS, &v, MAX_VIOLATIONS_LIMIT, COUNT_FORM)?;
             b = b.max_violations_per_scope(usize::try_from(n).unwrap_or(usize::MAX));
         }
         Ok(b.build())
@@ -303,37 +359,71 @@ impl ConfigBuilder {
     }
 }
 
-const MS_FORM: &str = "a whole number of milliseconds, at least 1 (e.g. 10)";
-const COUNT_FORM: &str = "a whole number, at least 1 (e.g. 64)";
-const SEVERITY_FORM: &str = "a number (0, 1, 10, 50, ...) or one of low, medium, high";
+const MS_FORM: &str = "a whole number of milliseconds from 1 to 3600000, digits only (e.g. 10)";
+const COUNT_FORM: &str = "a whole number from 1 to 1000000, digits only (e.g. 64)";
+const SEVERITY_FORM: &str = "a whole number (0, 1, 10, 50, ...; digits only) or one of low, medium, high";
 
-fn parse_enabled(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")
-}
-
-fn parse_positive(variable: &'static str, v: &str, expected: &'static str) -> Result<u64, ConfigError> {
-    match v.trim().parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(ConfigError { variable, value: v.to_owned(), expected }),
+/// `RUST_TEST_BLOCKCOP`'s words, any case; `Err` gives back any other value.
+fn parse_enabled(v: &str) -> Result<bool, &str> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(v),
     }
 }
 
-/// Parses a severity: a number, or a level name standing for its lowest severity.
+/// Says once per process that an unrecognized `RUST_TEST_BLOCKCOP` value leaves blockcop off.
+fn warn_unknown_enable(value: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "blockcop: warning: {ENV_ENABLE}={value:?} is not one of 1, true, yes, on (to enable) or 0, false, no, \
+             off (to disable); blockcop is off"
+        );
+    });
+}
+
+/// A whole number from 1 to `max`, written with ASCII digits only.
+fn parse_bounded(variable: &'static str, v: &str, max: u64, expected: &str) -> Result<u64, ConfigError> {
+    let err = || ConfigError { variable, value: v.to_owned(), expected: expected.to_owned() };
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    match v.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(err()),
+    }
+}
+
+/// `BLOCKCOP_FAIL_SEVERITY` read from the environment, or [`DEFAULT_FAIL_SEVERITY`] when it is unset or empty.
+pub(crate) fn env_fail_severity() -> Result<u32, ConfigError> {
+    match std::env::var_os(ENV_FAIL_SEVERITY) {
+        None => Ok(DEFAULT_FAIL_SEVERITY),
+        Some(v) if v.is_empty() => Ok(DEFAULT_FAIL_SEVERITY),
+        Some(v) => match v.into_string() {
+            Ok(v) => parse_severity(&v),
+            Err(v) => Err(ConfigError {
+                variable: ENV_FAIL_SEVERITY,
+                value: v.to_string_lossy().into_owned(),
+                expected: format!("{SEVERITY_FORM} (the value is not UTF-8)"),
+            }),
+        },
+    }
+}
+
+/// Parses a severity: a whole number (digits only), or a level name (any case) standing for its lowest severity.
 ///
 /// # Errors
 ///
 /// A [`ConfigError`] for `BLOCKCOP_FAIL_SEVERITY` when `v` is neither.
 pub fn parse_severity(v: &str) -> Result<u32, ConfigError> {
-    let t = v.trim();
-    match t.to_ascii_lowercase().as_str() {
+    let err = || ConfigError { variable: ENV_FAIL_SEVERITY, value: v.to_owned(), expected: SEVERITY_FORM.to_owned() };
+    match v.to_ascii_lowercase().as_str() {
         "low" => Ok(Level::Low.min_severity()),
         "medium" => Ok(Level::Medium.min_severity()),
         "high" => Ok(Level::High.min_severity()),
-        _ => t.parse::<u32>().map_err(|_| ConfigError {
-            variable: ENV_FAIL_SEVERITY,
-            value: v.to_owned(),
-            expected: SEVERITY_FORM,
-        }),
+        _ if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) => Err(err()),
+        _ => v.parse::<u32>().map_err(|_| err()),
     }
 }
 
@@ -359,10 +449,15 @@ mod tests {
 
     #[test]
     fn enable_values() {
-        for v in ["1", "true", "TRUE", "yes", " Yes "] {
+        for v in ["1", "true", "TRUE", "yes", "on", "On"] {
             assert!(from(&[(ENV_ENABLE, v)]).unwrap().is_enabled(), "{v:?}");
         }
-        for v in ["0", "false", "no", "", "on", "2"] {
+        for v in ["0", "false", "no", "", "off", "OFF"] {
+            assert_eq!(parse_enabled(v), Ok(false), "{v:?}");
+        }
+        // Anything else is off too, but said (once, on stderr): a typo must not disable the guard silently.
+        for v in ["ture", "2", " yes ", "ｙｅｓ", "enable"] {
+            assert_eq!(parse_enabled(v), Err(v), "{v:?}");
             assert!(!from(&[(ENV_ENABLE, v)]).unwrap().is_enabled(), "{v:?}");
         }
     }
@@ -384,15 +479,84 @@ mod tests {
         assert_eq!(e.variable, ENV_SLOW_POLL_MS);
         assert_eq!(
             e.to_string(),
-            "invalid BLOCKCOP_SLOW_POLL_MS=\"10ms\": expected a whole number of milliseconds, at least 1 (e.g. 10)"
+            "invalid BLOCKCOP_SLOW_POLL_MS=\"10ms\": expected a whole number of milliseconds from 1 to 3600000, digits \
+             only (e.g. 10)"
         );
+        // Debug says the same, so `?` in `main` prints the message.
+        assert_eq!(format!("{e:?}"), e.to_string());
         assert_eq!(from(&[(ENV_SLOW_POLL_MS, "0")]).unwrap_err().value, "0");
-        assert_eq!(from(&[(ENV_SLOW_POLL_MS, "-5")]).unwrap_err().variable, ENV_SLOW_POLL_MS);
         let e = from(&[(ENV_FAIL_SEVERITY, "severe")]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid BLOCKCOP_FAIL_SEVERITY=\"severe\": expected a number (0, 1, 10, 50, ...) or one of low, medium, high"
+            "invalid BLOCKCOP_FAIL_SEVERITY=\"severe\": expected a whole number (0, 1, 10, 50, ...; digits only) or one \
+             of low, medium, high"
         );
         assert_eq!(from(&[(ENV_MAX_VIOLATIONS, "many")]).unwrap_err().variable, ENV_MAX_VIOLATIONS);
+    }
+
+    #[test]
+    fn whitespace_signs_and_out_of_range_values_are_refused() {
+        let cases: &[(&str, &str)] = &[
+            (ENV_SLOW_POLL_MS, "18446744073709551615"),
+            (ENV_SLOW_POLL_MS, "3600001"),
+            (ENV_STUCK_MS, "99999999999"),
+            (ENV_SLOW_POLL_MS, " 10 "),
+            (ENV_SLOW_POLL_MS, "10\u{a0}"),
+            (ENV_SLOW_POLL_MS, "+5"),
+            (ENV_SLOW_POLL_MS, "-5"),
+            (ENV_STUCK_MS, "１０"),
+            (ENV_MAX_VIOLATIONS, "1000001"),
+            (ENV_MAX_VIOLATIONS, "0"),
+            (ENV_FAIL_SEVERITY, " high"),
+            (ENV_FAIL_SEVERITY, "+10"),
+            (ENV_FAIL_SEVERITY, "4294967296"),
+        ];
+        for (variable, value) in cases {
+            let e = from(&[(variable, value)]).expect_err(value);
+            assert_eq!((e.variable, e.value.as_str()), (*variable, *value));
+        }
+        // The bounds themselves are accepted; empty is unset.
+        let c = from(&[(ENV_SLOW_POLL_MS, "3600000"), (ENV_STUCK_MS, "1"), (ENV_MAX_VIOLATIONS, "")]).unwrap();
+        assert_eq!(c.slow_poll_threshold(), Duration::from_secs(3600));
+        assert_eq!(c.stuck_poll_threshold(), Duration::from_millis(1));
+        assert_eq!(c.max_violations_per_scope(), DEFAULT_MAX_VIOLATIONS_PER_SCOPE);
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_an_error_naming_the_variable() {
+        use std::os::unix::ffi::OsStringExt;
+        let e = Config::from_os_lookup(|name| {
+            (name == ENV_STUCK_MS).then(|| std::ffi::OsString::from_vec(vec![b'1', 0xff, b'0']))
+        })
+        .unwrap_err();
+        assert_eq!(e.variable, ENV_STUCK_MS);
+        assert!(e.to_string().ends_with("(the value is not UTF-8)"), "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any value of any variable gives a configuration or an error naming that variable and the value, never a
+        /// panic; an accepted number is exactly the digits written, within the bounds.
+        #[test]
+        fn any_value_is_accepted_as_written_or_refused_by_name(
+            variable in proptest::sample::select(vec![ENV_SLOW_POLL_MS, ENV_STUCK_MS, ENV_MAX_VIOLATIONS, ENV_FAIL_SEVERITY]),
+            value in "[0-9]{1,22}|[+ -]?[0-9]{1,8}[ a-z]?|\\PC{0,12}",
+        ) {
+            match from(&[(variable, value.as_str())]) {
+                Ok(c) => {
+                    proptest::prop_assert!(value.is_empty() || value.bytes().all(|b| b.is_ascii_alphanumeric()));
+                    if variable == ENV_SLOW_POLL_MS && !value.is_empty() {
+                        let ms: u64 = value.parse().unwrap();
+                        proptest::prop_assert!((1..=MAX_THRESHOLD_MS).contains(&ms));
+                        proptest::prop_assert_eq!(c.slow_poll_threshold(), Duration::from_millis(ms));
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.variable, variable);
+                    proptest::prop_assert_eq!(&e.value, &value);
+                }
+            }
+        }
     }
 }

@@ -385,8 +385,9 @@ mod tests {
             call_site: crate::CallSite::Source(site),
             blocking_api: None,
             blocking_api_crate: None,
-            stack: vec![],
-            call_chain: vec![frame("src/server/handlers.rs", 65), frame("src/db.rs", 56)],
+            stack: [].into(),
+            call_chain: [frame("src/server/handlers.rs", 65), frame("src/db.rs", 56)].into(),
+            stack_id: None,
             thread: None,
             stuck: None,
         }

@@ -269,7 +269,7 @@ impl ScopeShared {
             let violations =
                 Violations { list: symbolize::resolve(records.list, &self.config, self.id), dropped: records.dropped };
             if self.config.run_files() {
-                run::append(&run::records(&violations, &self.origin, self.id));
+                run::append(run::records(&violations, &self.origin, self.id));
             }
             violations
         })

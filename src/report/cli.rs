@@ -6,13 +6,20 @@
 //!                 [--by api|syscall] [--stacks]
 //! ```
 //!
-//! Exit status: 0; 1 when any group reaches `--fail-severity` (default medium, as the harness); 2 when the input cannot be read.
+//! Exit status:
+//! - 0: no group reaches the fail severity (a clean run included: run files that hold no violation).
+//! - 1: some group reaches `--fail-severity` (default `BLOCKCOP_FAIL_SEVERITY`, else medium, as the harness).
+//! - 2: the report could not be made: bad arguments or a malformed `BLOCKCOP_FAIL_SEVERITY`, a path that does not
+//!   exist or cannot be read, no run file at all under the paths, or a run file of a newer schema.
+//!
+//! Lines that are not records (not UTF-8, not JSON, truncated) and entries that are not regular files (FIFOs,
+//! sockets) are skipped with a warning naming them (`file:line`), never the rest of the input.
 //! With `GITHUB_ACTIONS=true`, the text format ends with GitHub Actions annotations (`::error file=…,line=…::…`).
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::run::{read_run_files, report_dir};
+use super::run::{ReadError, report_dir};
 use super::{GroupBy, Style, Summary, TextRenderer};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -37,9 +44,10 @@ struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Exit with status 1 when any group reaches this severity: a number, or low, medium, high.
-    #[arg(long, default_value = "medium", value_parser = parse_severity)]
-    fail_severity: u32,
+    /// Exit with status 1 when any group reaches this severity: a number, or low, medium, high. By default,
+    /// `BLOCKCOP_FAIL_SEVERITY` as the test harness reads it, else medium (10).
+    #[arg(long, value_parser = parse_severity)]
+    fail_severity: Option<u32>,
     /// Read source snippets relative to this directory. By default, the workspace roots the run files record
     /// (where the programs that wrote them were built), then the current workspace root.
     #[arg(long)]
@@ -77,8 +85,8 @@ fn parse_severity(s: &str) -> Result<u32, String> {
 }
 
 /// Runs `blockcop` with `args` (the first is the program name), writing the report to `out` and problems to `err`.
-/// Returns the exit status: 0, 1 when a group reaches the fail severity, 2 when the input cannot be read (or the
-/// arguments are wrong).
+/// Returns the exit status: 0, 1 when a group reaches the fail severity, 2 when no report can be made (see the
+/// module documentation).
 pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -88,29 +96,54 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
         }
     };
     let Command::Report(args) = cli.command;
-    let paths = if args.paths.is_empty() { vec![report_dir()] } else { args.paths };
-    if paths.iter().all(|p| !p.exists()) {
-        // Nothing was ever written: a clean run.
-        let _ = writeln!(out, "no violations recorded");
-        return 0;
-    }
-    let run = match read_run_files(&paths) {
-        Ok(run) => run,
+    let fail_severity = match args.fail_severity {
+        Some(severity) => severity,
+        // As the test harness: BLOCKCOP_FAIL_SEVERITY, else medium.
+        None => match crate::config::env_fail_severity() {
+            Ok(severity) => severity,
+            Err(e) => {
+                let _ = writeln!(err, "blockcop: {e}");
+                return 2;
+            }
+        },
+    };
+    let defaulted = args.paths.is_empty();
+    let paths = if defaulted { vec![report_dir()] } else { args.paths };
+    let by = match args.by {
+        By::Api => GroupBy::Api,
+        By::Syscall => GroupBy::Event,
+    };
+    let mut summary = match Summary::read(&paths, by) {
+        Ok(summary) => summary,
+        Err(ReadError::NotFound { file }) if defaulted => {
+            let _ = writeln!(
+                err,
+                "blockcop: no run files: {} does not exist. Every process blockcop is enabled in writes one there \
+                 (RUST_TEST_BLOCKCOP=1 on the tests; {} moves it); name another directory with `blockcop report DIR`",
+                file.display(),
+                crate::report::run::ENV_REPORT_DIR,
+            );
+            return 2;
+        }
         Err(e) => {
             let _ = writeln!(err, "blockcop: {e}");
             return 2;
         }
     };
-    for skipped in &run.skipped {
+    for skipped in &summary.skipped {
         let _ = writeln!(err, "blockcop: warning: {skipped}");
     }
-    let by = match args.by {
-        By::Api => GroupBy::Api,
-        By::Syscall => GroupBy::Event,
-    };
-    let mut summary = Summary::from_run_files_by(&run, by);
-    // Corrupt lines went to `err` above; keep `out` for the report.
+    // Skipped lines and files went to `err`; keep `out` for the report.
     summary.skipped.clear();
+    if summary.files == 0 {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let _ = writeln!(
+            err,
+            "blockcop: no run files (*.jsonl) in {}: was RUST_TEST_BLOCKCOP=1 set where the tests ran?",
+            shown.join(", ")
+        );
+        return 2;
+    }
     let written = match args.format {
         Format::Text => {
             // Sources are read under --root, else under the roots the run files record, else this workspace's.
@@ -134,9 +167,9 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
         let _ = writeln!(err, "blockcop: writing the report failed: {e}");
         return 2;
     }
-    let failing = summary.groups.iter().filter(|g| g.severity >= args.fail_severity).count();
+    let failing = summary.groups.iter().filter(|g| g.severity >= fail_severity).count();
     if failing > 0 {
-        let _ = writeln!(err, "blockcop: {failing} call site(s) reach the fail severity {}", args.fail_severity);
+        let _ = writeln!(err, "blockcop: {failing} call site(s) reach the fail severity {fail_severity}");
         return 1;
     }
     0

@@ -2,7 +2,7 @@
 //! (or, [`GroupBy::Event`], by call site and event), ranked by level then total blocked time: the list of call
 //! sites to fix.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -52,8 +52,10 @@ pub struct Group {
     /// The sum of all durations.
     #[serde(rename = "total_duration_us", serialize_with = "micros")]
     pub total_duration: Duration,
-    /// Distinct request targets (`METHOD /path`) affected.
+    /// Distinct request targets (`METHOD /path`) affected, the first [`MAX_TARGETS_LISTED`] in order.
     pub requests: BTreeSet<String>,
+    /// Whether more targets were affected than `requests` lists.
+    pub more_targets: bool,
     /// How many requests were affected (each request counts once, however many share a target).
     pub request_count: u64,
     /// Distinct tests affected.
@@ -66,12 +68,12 @@ pub struct Group {
     /// Each event's longest record of the heaviest weight, to choose `example` from.
     #[serde(skip)]
     worst_per_event: BTreeMap<String, ViolationRecord>,
-    /// The requests seen, as (pid, scope id), to count them.
+    /// The requests (scope ids) of the current file, to count them.
     #[serde(skip)]
-    request_ids: BTreeSet<(u32, u64)>,
-    /// The tasks seen, as (pid, task id), to count them.
+    request_ids: HashSet<u64>,
+    /// The tasks (task ids) of the current file, to count them.
     #[serde(skip)]
-    task_ids: BTreeSet<(u32, u64)>,
+    task_ids: HashSet<u64>,
 }
 
 impl Group {
@@ -137,6 +139,196 @@ pub struct Summary {
     pub roots: Vec<std::path::PathBuf>,
 }
 
+/// The most distinct request targets a group lists; more are counted in [`Group::more_targets`].
+pub const MAX_TARGETS_LISTED: usize = 100;
+
+type GroupKey = (String, String);
+
+/// Summary under construction, one record at a time.
+struct Aggregate {
+    by: GroupBy,
+    groups: Vec<Group>,
+    index: HashMap<GroupKey, usize>,
+    /// Each group's score within each scope (and task: the runtime hooks' per-thread scopes hold many tasks) of the
+    /// current file.
+    scores: HashMap<(usize, u64, Option<u64>), u32>,
+    /// The current file, whose scopes, requests and tasks are being counted.
+    file: Option<usize>,
+    /// Stuck polls' reports made while they were stuck, held back until the end: a report gives way to the record
+    /// that completed it, when there is one.
+    provisional: Vec<(usize, Record)>,
+    /// The stuck polls (file, pid, id) whose completing record was seen.
+    completed: HashSet<(usize, u32, u64)>,
+    records: u64,
+    dropped: u64,
+}
+
+impl Aggregate {
+    fn new(by: GroupBy) -> Aggregate {
+        Aggregate {
+            by,
+            groups: Vec::new(),
+            index: HashMap::new(),
+            scores: HashMap::new(),
+            file: None,
+            provisional: Vec::new(),
+            completed: HashSet::new(),
+            records: 0,
+            dropped: 0,
+        }
+    }
+
+    fn add(&mut self, file: usize, r: &Record) {
+        if self.file != Some(file) {
+            self.end_file();
+            self.file = Some(file);
+        }
+        let v = match &r.body {
+            RecordBody::Violation(v) => v,
+            RecordBody::Dropped { count } => {
+                self.dropped += count;
+                return;
+            }
+            _ => return,
+        };
+        if let Some(stuck) = &v.stuck {
+            if !stuck.returned {
+                self.provisional.push((file, r.clone()));
+                return;
+            }
+            self.completed.insert((file, r.pid, stuck.id));
+        }
+        self.count(r, v);
+    }
+
+    /// Counts one violation record.
+    fn count(&mut self, r: &Record, v: &ViolationRecord) {
+        self.records += 1;
+        let what = match self.by {
+            GroupBy::Api => v.blocking_api.as_deref().unwrap_or(&v.event),
+            GroupBy::Event => &v.event,
+        };
+        let key = (v.call_site.to_string(), what.to_owned());
+        let duration = Duration::from_micros(v.duration_us);
+        let calls = u64::from(v.count.max(1));
+        let task = r.task.as_ref().and_then(|t| t.id);
+        let by = self.by;
+        let groups = &mut self.groups;
+        let i = *self.index.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                event: v.event.clone(),
+                blocking_api: if by == GroupBy::Api { v.blocking_api.clone() } else { None },
+                events: BTreeMap::new(),
+                category: v.category,
+                call_site: v.call_site.clone(),
+                severity: 0,
+                level: Level::Low,
+                occurrences: 0,
+                worst_duration: duration,
+                total_duration: Duration::ZERO,
+                requests: BTreeSet::new(),
+                more_targets: false,
+                request_count: 0,
+                tests: BTreeSet::new(),
+                task_count: 0,
+                example: v.clone(),
+                worst_per_event: BTreeMap::new(),
+                request_ids: HashSet::new(),
+                task_ids: HashSet::new(),
+            });
+            groups.len() - 1
+        });
+        let score = self.scores.entry((i, r.scope_id, task)).or_default();
+        *score = score.saturating_add(v.weight.saturating_mul(v.count.max(1)));
+        let score = *score;
+        let g = &mut self.groups[i];
+        if r.request.is_some() {
+            g.request_ids.insert(r.scope_id);
+        }
+        if let Some(id) = task {
+            g.task_ids.insert(id);
+        }
+        *g.events.entry(v.event.clone()).or_default() += calls;
+        g.occurrences += calls;
+        g.total_duration += duration;
+        match g.worst_per_event.get_mut(&v.event) {
+            Some(worst) => {
+                if (v.weight, v.stuck.is_some(), v.duration_us)
+                    > (worst.weight, worst.stuck.is_some(), worst.duration_us)
+                {
+                    *worst = v.clone();
+                }
+            }
+            None => {
+                g.worst_per_event.insert(v.event.clone(), v.clone());
+            }
+        }
+        g.severity = g.severity.max(score);
+        g.level = Level::of(g.severity);
+        g.worst_duration = g.worst_duration.max(duration);
+        if let Some(req) = &r.request {
+            let target = format!("{} {}", req.method, req.path);
+            if g.requests.len() < MAX_TARGETS_LISTED {
+                g.requests.insert(target);
+            } else if !g.requests.contains(&target) {
+                g.more_targets = true;
+            }
+        }
+        if let Some(test) = &r.test
+            && !g.tests.contains(test)
+        {
+            g.tests.insert(test.clone());
+        }
+    }
+
+    /// Closes the current file: its scopes, requests and tasks are counted (scope and task ids are per process).
+    fn end_file(&mut self) {
+        self.scores.clear();
+        for g in &mut self.groups {
+            g.request_count += g.request_ids.len() as u64;
+            g.task_count += g.task_ids.len() as u64;
+            g.request_ids.clear();
+            g.task_ids.clear();
+        }
+    }
+
+    fn finish(mut self) -> Summary {
+        // A stuck poll is one finding: the report made while it was stuck counts only when nothing completed it.
+        let provisional = std::mem::take(&mut self.provisional);
+        self.end_file();
+        for (file, r) in provisional {
+            let RecordBody::Violation(v) = &r.body else { continue };
+            if v.stuck.as_ref().is_some_and(|s| self.completed.contains(&(file, r.pid, s.id))) {
+                continue;
+            }
+            self.file = Some(file);
+            self.count(&r, v);
+            self.end_file();
+        }
+        let mut groups = self.groups;
+        for g in &mut groups {
+            let events = &g.events;
+            // A stuck poll is the group's worst form: it renders as one.
+            let example = g
+                .worst_per_event
+                .values()
+                .max_by_key(|v| (v.weight, v.stuck.is_some(), events.get(&v.event), v.duration_us));
+            if let Some(example) = example {
+                g.example = example.clone();
+                g.event = example.event.clone();
+                g.category = example.category;
+            }
+            g.worst_per_event.clear();
+        }
+        groups.sort_by(|a, b| {
+            (b.level, b.total_duration, b.severity)
+                .cmp(&(a.level, a.total_duration, a.severity))
+                .then_with(|| (a.call_site.to_string(), a.what()).cmp(&(b.call_site.to_string(), b.what())))
+        });
+        Summary { groups, records: self.records, dropped: self.dropped, ..Summary::default() }
+    }
+}
+
 impl Summary {
     /// Aggregates run files by call site and blocking API.
     pub fn from_run_files(run: &RunFiles) -> Summary {
@@ -152,115 +344,42 @@ impl Summary {
         s
     }
 
+    /// Reads run files and aggregates them as they are read, grouped `by`: memory grows with the groups (and the
+    /// distinct stacks, scopes and requests of one file), not with the records.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_run_files_with`](super::run::read_run_files_with).
+    pub fn read(paths: &[std::path::PathBuf], by: GroupBy) -> Result<Summary, super::run::ReadError> {
+        let mut aggregate = Aggregate::new(by);
+        let read = super::run::read_run_files_with(paths, |file, r| aggregate.add(file, &r))?;
+        let mut s = aggregate.finish();
+        s.files = read.files.len();
+        s.skipped = read.skipped.iter().map(ToString::to_string).collect();
+        s.roots = read.roots;
+        Ok(s)
+    }
+
     /// Aggregates records by call site and blocking API.
     pub fn from_records(records: &[Record]) -> Summary {
         Summary::from_records_by(records, GroupBy::Api)
     }
 
-    /// Aggregates records, grouped `by`.
+    /// Aggregates records, grouped `by`. Records of one process's run file must be consecutive (as run files
+    /// keep them).
     pub fn from_records_by(records: &[Record], by: GroupBy) -> Summary {
-        type Key = (String, String);
-        let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
-        // Each group's score within each scope (and task: the runtime hooks' per-thread scopes hold many tasks).
-        let mut scores: HashMap<(Key, u32, u64, Option<u64>), u32> = HashMap::new();
-        let mut summary = Summary::default();
-        // A stuck poll is one finding: the report made while it was stuck gives way to the record that completed it.
-        let completed: BTreeSet<(u32, u64)> = records
-            .iter()
-            .filter_map(|r| match &r.body {
-                RecordBody::Violation(ViolationRecord { stuck: Some(s), .. }) if s.returned => Some((r.pid, s.id)),
-                _ => None,
-            })
-            .collect();
+        let mut aggregate = Aggregate::new(by);
+        // One process's records are one file's: the pid changing is a file boundary.
+        let mut file = 0;
+        let mut pid = None;
         for r in records {
-            let v = match &r.body {
-                RecordBody::Violation(v) => v,
-                RecordBody::Dropped { count } => {
-                    summary.dropped += count;
-                    continue;
-                }
-                RecordBody::Run { .. } => continue,
-            };
-            if v.stuck.as_ref().is_some_and(|s| !s.returned && completed.contains(&(r.pid, s.id))) {
-                continue;
+            if pid.is_some_and(|p| p != r.pid) {
+                file += 1;
             }
-            summary.records += 1;
-            let what = match by {
-                GroupBy::Api => v.blocking_api.clone().unwrap_or_else(|| v.event.clone()),
-                GroupBy::Event => v.event.clone(),
-            };
-            let key = (v.call_site.to_string(), what);
-            let duration = Duration::from_micros(v.duration_us);
-            let calls = u64::from(v.count.max(1));
-            let task = r.task.as_ref().and_then(|t| t.id);
-            let score = scores.entry((key.clone(), r.pid, r.scope_id, task)).or_default();
-            *score = score.saturating_add(v.weight.saturating_mul(v.count.max(1)));
-            let score = *score;
-            let g = groups.entry(key).or_insert_with(|| Group {
-                event: v.event.clone(),
-                blocking_api: if by == GroupBy::Api { v.blocking_api.clone() } else { None },
-                events: BTreeMap::new(),
-                category: v.category,
-                call_site: v.call_site.clone(),
-                severity: score,
-                level: Level::of(score),
-                occurrences: 0,
-                worst_duration: duration,
-                total_duration: Duration::ZERO,
-                requests: BTreeSet::new(),
-                request_count: 0,
-                tests: BTreeSet::new(),
-                task_count: 0,
-                example: v.clone(),
-                worst_per_event: BTreeMap::new(),
-                request_ids: BTreeSet::new(),
-                task_ids: BTreeSet::new(),
-            });
-            if r.request.is_some() {
-                g.request_ids.insert((r.pid, r.scope_id));
-            }
-            if let Some(id) = task {
-                g.task_ids.insert((r.pid, id));
-            }
-            *g.events.entry(v.event.clone()).or_default() += calls;
-            g.occurrences += calls;
-            g.total_duration += duration;
-            let worst = g.worst_per_event.entry(v.event.clone()).or_insert_with(|| v.clone());
-            if (v.weight, v.stuck.is_some(), v.duration_us) > (worst.weight, worst.stuck.is_some(), worst.duration_us) {
-                *worst = v.clone();
-            }
-            g.severity = g.severity.max(score);
-            g.level = Level::of(g.severity);
-            g.worst_duration = g.worst_duration.max(duration);
-            if let Some(req) = &r.request {
-                g.requests.insert(format!("{} {}", req.method, req.path));
-            }
-            if let Some(test) = &r.test {
-                g.tests.insert(test.clone());
-            }
+            pid = Some(r.pid);
+            aggregate.add(file, r);
         }
-        for g in groups.values_mut() {
-            g.request_count = g.request_ids.len() as u64;
-            g.task_count = g.task_ids.len() as u64;
-            let events = &g.events;
-            // A stuck poll is the group's worst form: it renders as one.
-            let example = g
-                .worst_per_event
-                .values()
-                .max_by_key(|v| (v.weight, v.stuck.is_some(), events.get(&v.event), v.duration_us));
-            if let Some(example) = example {
-                g.example = example.clone();
-                g.event = example.event.clone();
-                g.category = example.category;
-            }
-        }
-        summary.groups = groups.into_values().collect();
-        summary.groups.sort_by(|a, b| {
-            (b.level, b.total_duration, b.severity)
-                .cmp(&(a.level, a.total_duration, a.severity))
-                .then_with(|| (a.call_site.to_string(), a.what()).cmp(&(b.call_site.to_string(), b.what())))
-        });
-        summary
+        aggregate.finish()
     }
 
     /// The highest severity of any group, 0 when there is none.
@@ -333,7 +452,9 @@ impl Summary {
                 let requests = if g.request_count == 1 { "request" } else { "requests" };
                 let _ = write!(context, "; {} {requests}: {first}", g.request_count);
                 let more = g.requests.len() - 1;
-                if more > 0 {
+                if g.more_targets {
+                    let _ = write!(context, " and more than {more} other targets");
+                } else if more > 0 {
                     let _ = write!(context, " and {more} other target{}", if more == 1 { "" } else { "s" });
                 }
             }
@@ -348,7 +469,7 @@ impl Summary {
             out.push('\n');
             if stacks && !g.example.stack.is_empty() {
                 let _ = writeln!(out, "   = stack of the worst call, innermost first:");
-                for frame in &g.example.stack {
+                for frame in g.example.stack.iter() {
                     let _ = writeln!(out, "       {frame}");
                 }
             }

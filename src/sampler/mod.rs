@@ -334,6 +334,10 @@ pub(crate) fn ensure_watchdog(config: &Config) {
     let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     SETTINGS.slow_ns.fetch_min(ns(config.slow_poll_threshold()), Ordering::Relaxed);
     SETTINGS.stuck_ns.fetch_min(ns(config.stuck_poll_threshold()), Ordering::Relaxed);
+    if config.run_files() {
+        // The run file exists from start-up: a clean run leaves one too, and an unusable directory is said now.
+        crate::report::run::start();
+    }
     WATCHDOG.get_or_init(|| {
         crate::symbolize::warm_up();
         crate::allow_blocking(|| {
@@ -784,7 +788,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
     );
     let scope_id = violation.scope_id;
     let list = crate::Violations { list: vec![violation], dropped: 0 };
-    run::append(&run::records(&list, &origin, scope_id));
+    run::append(run::records(&list, &origin, scope_id));
     if let Ok(mut reported) = STUCK.lock() {
         if reported.len() >= 256 {
             reported.remove(0);

@@ -358,24 +358,123 @@ fn unknown_schema_version_is_a_clear_error() {
     assert_eq!(
         err,
         format!(
-            "blockcop: {}:1: run file schema version 99 is not supported (this blockcop reads version 1); use the \
-             blockcop that wrote it\n",
+            "blockcop: {}:1: run file schema version 99 is not supported (this blockcop reads versions 1 to 2); use \
+             the blockcop that wrote it\n",
             file.display()
         )
     );
 }
 
+/// A bad byte costs its own line, never the file: a non-UTF-8 line in the middle and a last line cut inside a
+/// multi-byte character (a crash mid-write) are skipped with their position; every other record counts.
 #[test]
-fn empty_input_prints_no_violations_and_exits_zero() {
+fn lines_that_are_not_utf8_are_skipped_with_their_position() {
     let dir = tempfile::tempdir().expect("dir");
+    let file = fixture(dir.path());
+    let good = std::fs::read(&file).expect("read");
+    let lines: Vec<&[u8]> = good.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let mut bytes = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if i == 2 {
+            bytes.extend_from_slice(b"{\"version\":2,\"detail\":\"\xff\xfe\"}\n");
+        }
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+    // The first record again, cut inside the three bytes of a `用` in its detail.
+    let cut = String::from_utf8_lossy(lines[0]).replace("\"detail\":\"\"", "\"detail\":\"用用\"");
+    let cut = cut.as_bytes();
+    let inside = cut.windows(3).position(|w| w == "用".as_bytes()).expect("the detail") + 4;
+    bytes.extend_from_slice(&cut[..inside]);
+    std::fs::write(&file, &bytes).expect("write");
+
+    let run = read_run_files(std::slice::from_ref(&file)).expect("read");
+    assert_eq!(run.records.len(), lines.len(), "every good record is read");
+    let skipped: Vec<String> = run.skipped.iter().map(ToString::to_string).collect();
+    let at = |line: usize| format!("{}:{line}: skipped a corrupt record: not valid UTF-8", file.display());
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped[0].starts_with(&at(3)), "{skipped:?}");
+    assert!(skipped[1].starts_with(&at(lines.len() + 2)), "{skipped:?}");
+    let (status, out, err) = blockcop(&["report", file.to_str().expect("path")]);
+    assert_eq!(status, 1);
+    assert!(err.contains(&at(3)), "{err}");
+    let violations = lines.iter().filter(|l| String::from_utf8_lossy(l).contains("\"kind\":\"violation\"")).count();
+    assert!(out.contains(&format!("blockcop: {violations} violations at")), "{out}");
+}
+
+/// A FIFO (or socket) named like a run file in the folder is skipped with a note, not read: reading it would wait
+/// forever for a writer.
+#[test]
+fn a_fifo_in_the_folder_is_skipped_with_a_note() {
+    let dir = tempfile::tempdir().expect("dir");
+    fixture(dir.path());
+    let fifo = dir.path().join("0-fifo.jsonl");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_str().expect("path").to_owned();
+    std::thread::spawn(move || tx.send(blockcop(&["report", &path])));
+    let (status, out, err) =
+        rx.recv_timeout(std::time::Duration::from_secs(120)).expect("the report finishes without the FIFO");
+    assert_eq!(status, 1);
+    let note = format!("blockcop: warning: {}: skipped: not a regular file (FIFO)", fifo.display());
+    assert!(err.contains(&note), "{err}");
+    assert!(out.contains("from 1 run file"), "{out}");
+}
+
+#[test]
+fn a_missing_path_or_no_run_file_is_an_error_not_a_clean_run() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("never-written");
+    let (status, out, err) = blockcop(&["report", missing.to_str().expect("path")]);
+    assert_eq!((status, out.as_str()), (2, ""));
+    assert_eq!(err, format!("blockcop: {}: no such file or directory\n", missing.display()));
+    // A directory without any run file: blockcop never ran there.
+    std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
+    let (status, out, err) = blockcop(&["report", dir.path().to_str().expect("path")]);
+    assert_eq!((status, out.as_str()), (2, ""));
+    assert!(err.starts_with(&format!("blockcop: no run files (*.jsonl) in {}", dir.path().display())), "{err}");
+    // A run file without violations (an enabled process that blocked nowhere) is a clean run.
+    let run = json!({
+        "version": SCHEMA_VERSION, "kind": "run", "workspace_root": null,
+        "request": null, "task": null, "test": null, "scope_id": 0, "pid": 1, "timestamp_us": 0
+    });
+    std::fs::write(dir.path().join("1-1.jsonl"), format!("{run}\n")).expect("write");
     assert_eq!(
         blockcop(&["report", dir.path().to_str().expect("path")]),
         (0, "no violations recorded\n\n".into(), String::new())
     );
-    let missing = dir.path().join("never-written");
-    assert_eq!(blockcop(&["report", missing.to_str().expect("path")]).1, "no violations recorded\n");
-    std::fs::write(dir.path().join("empty.jsonl"), "").expect("write");
-    assert_eq!(blockcop(&["report", dir.path().to_str().expect("path")]).0, 0);
+}
+
+/// Version 1 run files (stacks inline, from an older blockcop) still read.
+#[test]
+fn version_1_run_files_still_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = fixture(dir.path());
+    let text = std::fs::read_to_string(&file).expect("read");
+    let frame = json!({ "function": "notes::handlers::f", "file": HANDLERS, "line": 3, "column": 1 });
+    let v1: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["version"] = json!(1);
+            v["stack"] = json!([frame]);
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(&file, v1).expect("write");
+    let run = read_run_files(std::slice::from_ref(&file)).expect("read");
+    assert!(run.skipped.is_empty(), "{:?}", run.skipped);
+    assert_eq!(run.records.len(), text.lines().count());
+    let stacks: Vec<usize> = run
+        .records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Violation(v) => Some(v.stack.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(stacks.len() > 5 && stacks.iter().all(|n| *n == 1), "{stacks:?}");
 }
 
 #[test]
@@ -435,6 +534,20 @@ fn two_processes_with_eight_threads_each_lose_nothing() {
     // 16 threads on a small machine get preempted, which can add a slow poll here and there: count the stats.
     let stat = |r: &&blockcop::report::run::Record| matches!(&r.body, RecordBody::Violation(v) if v.event == "statx");
     assert_eq!(run.records.iter().filter(stat).count(), 2 * threads * scopes);
+    // Each distinct stack is written once per file; the records refer to it, and read back with it in place.
+    assert!(
+        run.records.iter().filter(stat).all(|r| matches!(&r.body, RecordBody::Violation(v) if !v.stack.is_empty()))
+    );
+    for file in &run.files {
+        let text = std::fs::read_to_string(file).expect("read");
+        let stacks = text.lines().filter(|l| l.contains("\"kind\":\"stack\"")).count();
+        let records = text.lines().filter(|l| l.contains("\"kind\":\"violation\"")).count();
+        assert!(stacks >= 1 && stacks * 10 < records, "{stacks} stacks for {records} records");
+        let per_record = (text.len()
+            - text.lines().filter(|l| !l.contains("\"kind\":\"violation\"")).map(str::len).sum::<usize>())
+            / records;
+        assert!(per_record <= 1024, "{per_record} bytes per repeated record");
+    }
     for t in 0..threads {
         let name = format!("writer_{t}");
         let of_thread = run.records.iter().filter(stat).filter(|r| r.test.as_deref() == Some(name.as_str())).count();
