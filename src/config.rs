@@ -396,6 +396,7 @@ fn parse_bounded(variable: &'static str, v: &str, max: u64, expected: &str) -> R
 }
 
 /// `BLOCKCOP_FAIL_SEVERITY` read from the environment, or [`DEFAULT_FAIL_SEVERITY`] when it is unset or empty.
+#[cfg(feature = "cli")]
 pub(crate) fn env_fail_severity() -> Result<u32, ConfigError> {
     match std::env::var_os(ENV_FAIL_SEVERITY) {
         None => Ok(DEFAULT_FAIL_SEVERITY),

@@ -296,9 +296,13 @@ impl Aggregate {
         // A stuck poll is one finding: the report made while it was stuck counts only when nothing completed it.
         let provisional = std::mem::take(&mut self.provisional);
         self.end_file();
-        for (file, r) in provisional {
+        // A report made without its call site (symbolizing took long) is followed by the one that has it: the
+        // last report of each stuck poll counts.
+        let mut seen = HashSet::new();
+        for (file, r) in provisional.into_iter().rev() {
             let RecordBody::Violation(v) = &r.body else { continue };
-            if v.stuck.as_ref().is_some_and(|s| self.completed.contains(&(file, r.pid, s.id))) {
+            let Some(id) = v.stuck.as_ref().map(|s| s.id) else { continue };
+            if self.completed.contains(&(file, r.pid, id)) || !seen.insert((file, r.pid, id)) {
                 continue;
             }
             self.file = Some(file);

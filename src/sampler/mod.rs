@@ -741,15 +741,12 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         name.as_deref().map_or_else(|| tid.to_string(), |n| format!("'{n}'")),
         mark.thread_state
     );
-    let config = Config::global_or_default();
-    let hot = crate::symbolize::hottest(&samples, config);
     // The request, test and task the stuck poll belongs to, from the scope it polls in (if it was sampled in one).
     let mut origin = scope.as_ref().map(|s| s.shared.origin().clone()).unwrap_or_default();
     if origin.test.is_none() && scope.is_none() {
         origin.test = name.clone().filter(|n| crate::scope::is_test_thread_name(n));
     }
-    let request = origin.request.as_ref().map(|r| format!("{} {}", r.method, r.path));
-    let violation = crate::violation::Violation {
+    let raw = crate::violation::Violation {
         event: catalogue::STUCK_POLL.name,
         category: catalogue::STUCK_POLL.category,
         weight: crate::Weight::Heavy,
@@ -757,39 +754,159 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         duration: elapsed,
         count: 1,
         detail,
-        call_site: hot.call_site,
-        blocking_api: hot.blocking_api,
-        blocking_api_crate: hot.blocking_api_crate,
-        stack: hot.stack,
-        call_chain: hot.call_chain,
+        call_site: crate::CallSite::Unknown,
+        blocking_api: None,
+        blocking_api_crate: None,
+        stack: Vec::new(),
+        call_chain: Vec::new(),
         task: task.map(|t| run::TaskContext {
             id: t.id.to_string().parse().ok(),
             spawned_at: Some(t.spawned_at.to_string()),
         }),
         scope_id: scope.as_ref().map_or(0, Scope::id),
         thread_id: u64::try_from(tid).unwrap_or(0),
-        thread_name: name.clone(),
+        thread_name: name,
         timestamp: SystemTime::now(),
         stuck: Some(mark),
     };
-    tracing::error!(
-        target: "blockcop",
-        event = violation.event,
-        weight = 50u32,
-        level = "high",
-        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        call_site = %violation.call_site,
-        thread = name.as_deref().unwrap_or(""),
-        request = request.as_deref().unwrap_or(""),
-        detail = violation.detail.as_str(),
-        "stuck poll: {} at {}",
-        violation.detail,
-        violation.call_site,
-    );
+    drop(scope);
+    // Symbolizing can take a second on a large debug binary whose debug info is not loaded yet: it happens on a
+    // thread of its own, and if it takes longer than RAW_REPORT_AFTER the report goes out without its call site,
+    // to be completed when it is known. Either way the run file has it within the threshold plus about 50 ms, and
+    // the watchdog goes on watching the other threads meanwhile.
+    let job = Arc::new(StuckJob { state: Mutex::new(JobState::Symbolizing), done: std::sync::Condvar::new() });
+    let sent = symbolizer().and_then(|tx| {
+        let (job, raw, origin) = (job.clone(), raw.clone(), origin.clone());
+        tx.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(Box::new(move || locate(&job, raw, &origin, &samples)))
+            .ok()
+    });
+    if sent.is_none() {
+        publish(raw, &origin, Published::Raw);
+        return;
+    }
+    let state = job.state.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut state, _) = job
+        .done
+        .wait_timeout_while(state, RAW_REPORT_AFTER, |s| *s == JobState::Symbolizing)
+        .unwrap_or_else(PoisonError::into_inner);
+    if *state == JobState::Symbolizing {
+        *state = JobState::RawPublished;
+        drop(state);
+        publish(raw, &origin, Published::Raw);
+    }
+}
+
+/// How long the watchdog waits for a stuck poll's stack to be symbolized before it reports the poll without it.
+const RAW_REPORT_AFTER: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    /// The symbolizer is working on it.
+    Symbolizing,
+    /// The symbolizer published the whole report.
+    Done,
+    /// The watchdog published it without its call site; the symbolizer completes it.
+    RawPublished,
+}
+
+struct StuckJob {
+    state: Mutex<JobState>,
+    done: std::sync::Condvar,
+}
+
+type SymbolizerJob = Box<dyn FnOnce() + Send>;
+
+/// The thread that symbolizes stuck polls' stacks (`blockcop-symbolizer`), started on first use.
+fn symbolizer() -> Option<&'static Mutex<std::sync::mpsc::Sender<SymbolizerJob>>> {
+    static TX: OnceLock<Option<Mutex<std::sync::mpsc::Sender<SymbolizerJob>>>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SymbolizerJob>();
+        let spawned = std::thread::Builder::new().name("blockcop-symbolizer".into()).spawn(move || {
+            crate::allow_blocking(|| {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            });
+        });
+        spawned.ok().map(|_| Mutex::new(tx))
+    })
+    .as_ref()
+}
+
+/// Symbolizes a stuck poll's samples and publishes its report: the whole report, or, when the watchdog already
+/// published it without a call site, the record that completes it.
+fn locate(job: &StuckJob, raw: crate::Violation, origin: &run::Origin, samples: &[RawStack]) {
+    let hot = crate::symbolize::hottest(samples, Config::global_or_default());
+    let violation = crate::Violation {
+        call_site: hot.call_site,
+        blocking_api: hot.blocking_api,
+        blocking_api_crate: hot.blocking_api_crate,
+        stack: hot.stack,
+        call_chain: hot.call_chain,
+        ..raw
+    };
+    let mut state = job.state.lock().unwrap_or_else(PoisonError::into_inner);
+    if *state == JobState::Symbolizing {
+        *state = JobState::Done;
+        job.done.notify_all();
+        drop(state);
+        publish(violation, origin, Published::Whole);
+    } else {
+        drop(state);
+        publish(violation, origin, Published::Located);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Published {
+    /// The whole report.
+    Whole,
+    /// The report without its call site (symbolizing was taking long).
+    Raw,
+    /// The call site of a report published raw.
+    Located,
+}
+
+/// Publishes a stuck poll's report: a `tracing` event, a run-file record, and [`stuck_polls`]. A located report
+/// replaces the raw one in [`stuck_polls`] and is a WARN event (the ERROR went out with the raw one); in the run file
+/// it is a second record with the same stuck id, which `blockcop report` takes instead of the first.
+fn publish(violation: crate::Violation, origin: &run::Origin, how: Published) {
+    let request = origin.request.as_ref().map(|r| format!("{} {}", r.method, r.path));
+    macro_rules! event {
+        ($lvl:expr, $what:literal) => {
+            tracing::event!(
+                target: "blockcop",
+                $lvl,
+                event = violation.event,
+                weight = violation.weight.value(),
+                level = violation.level.as_str(),
+                duration_us = u64::try_from(violation.duration.as_micros()).unwrap_or(u64::MAX),
+                call_site = %violation.call_site,
+                thread = violation.thread_name.as_deref().unwrap_or(""),
+                request = request.as_deref().unwrap_or(""),
+                detail = violation.detail.as_str(),
+                "{}: {} at {}",
+                $what,
+                violation.detail,
+                violation.call_site,
+            )
+        };
+    }
+    match how {
+        Published::Located => event!(tracing::Level::WARN, "stuck poll located"),
+        Published::Whole | Published::Raw => event!(tracing::Level::ERROR, "stuck poll"),
+    }
     let scope_id = violation.scope_id;
     let list = crate::Violations { list: vec![violation], dropped: 0 };
-    run::append(run::records(&list, &origin, scope_id));
+    run::append(run::records(&list, origin, scope_id));
     if let Ok(mut reported) = STUCK.lock() {
+        let id = list.list[0].stuck.as_ref().map(|s| s.id);
+        if let Some(i) = reported.iter().position(|v| how == Published::Located && v.stuck.as_ref().map(|s| s.id) == id)
+        {
+            reported.remove(i);
+        }
         if reported.len() >= 256 {
             reported.remove(0);
         }
