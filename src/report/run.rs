@@ -764,3 +764,68 @@ fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<O
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GOOD: &str = r#"{"version":2,"kind":"violation","event":"statx","category":"metadata","weight":1,"level":"low","duration_us":5,"count":1,"detail":"用","call_site":{"kind":"unknown"},"blocking_api":null,"blocking_api_crate":null,"thread":null,"request":null,"task":null,"test":null,"scope_id":1,"pid":7,"timestamp_us":0}"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever bytes surround them, every good record is read and every other non-blank line is skipped with
+        /// its line number; nothing panics and nothing is lost silently.
+        #[test]
+        fn every_good_line_is_read_and_every_bad_one_listed(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    Just(None),
+                    proptest::collection::vec(any::<u8>(), 0..120).prop_map(Some),
+                    (0..GOOD.len()).prop_map(|cut| Some(GOOD.as_bytes()[..cut].to_vec())),
+                ],
+                0..40,
+            ),
+        ) {
+            let mut input = Vec::new();
+            let mut good = 0;
+            let mut bad = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                match line {
+                    None => {
+                        good += 1;
+                        input.extend_from_slice(GOOD.as_bytes());
+                    }
+                    Some(bytes) => {
+                        let bytes: Vec<u8> = bytes.iter().map(|b| if *b == b'\n' { b'x' } else { *b }).collect();
+                        let blank = std::str::from_utf8(&bytes).is_ok_and(|t| t.trim().is_empty());
+                        if !blank {
+                            bad.push(i + 1);
+                        }
+                        input.extend_from_slice(&bytes);
+                    }
+                }
+                input.push(b'\n');
+            }
+            let (mut skipped, mut roots, mut records) = (Vec::new(), Vec::new(), 0);
+            let file = Path::new("f.jsonl");
+            read_file(file, &input[..], &mut skipped, &mut roots, |_| records += 1).expect("no error for these");
+            prop_assert_eq!(records, good);
+            let listed: Vec<usize> = skipped
+                .iter()
+                .filter_map(|e| match e {
+                    ReadError::Corrupt { line, .. } => Some(*line),
+                    _ => None,
+                })
+                .collect();
+            let expected: Vec<usize> = bad.iter().copied().take(MAX_LISTED_PER_FILE).collect();
+            prop_assert_eq!(listed, expected);
+            let more = skipped.iter().find_map(|e| match e {
+                ReadError::MoreCorrupt { count, .. } => Some(*count as usize),
+                _ => None,
+            });
+            prop_assert_eq!(more.unwrap_or(0), bad.len().saturating_sub(MAX_LISTED_PER_FILE));
+        }
+    }
+}
