@@ -3,9 +3,11 @@
 //! - `demo`: the main job; starts the notes test app with blockcop on, drives every endpoint and prints what it
 //!   found (`--detector`: runs the detector scenarios without HTTP instead).
 //! - `bench`: blockcop's overhead benchmark (per poll, per libc call, per recorded violation), the HTTP
-//!   benchmark of the layer (no layer / disabled / enabled), the runtime hooks' benchmark, and the first flagged
-//!   request against later ones on a debug binary (right at start-up, and after the warm-up).
-//! - `report`: `blockcop report` over the run files (`--format text|json|sarif`, `--fail-severity`).
+//!   benchmark of the layer (no layer / disabled / enabled), the runtime hooks' benchmark, `blockcop report` over
+//!   1,000,000 records (time, peak RSS), and the first flagged request against later ones on a debug binary (right
+//!   at start-up, and after the warm-up).
+//! - `report`: `blockcop report` (a release build) over the run files (`--format text|json|sarif`,
+//!   `--fail-severity`).
 //! - `ci`: what CI runs: format check, clippy, and the test suite with and without `RUST_TEST_BLOCKCOP=1`, then
 //!   `loaded`.
 //! - `loaded`: the detector, layer and runtime suites with `RUST_TEST_BLOCKCOP=1` (also with `--cfg tokio_unstable`)
@@ -56,6 +58,9 @@ fn bench() -> Result<(), String> {
         .env("RUSTFLAGS", "--cfg tokio_unstable")
         .env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
     run("runtime hooks and watchdog benchmark (--cfg tokio_unstable)", c)?;
+    let mut c = cargo();
+    c.args(["bench", "--package", "integration", "--bench", "report_scale"]);
+    run("blockcop report over 1,000,000 records", c)?;
     // A debug build on purpose: what the first flagged request costs is loading debug info.
     for mode in ["at-start", "after-warm-up"] {
         let mut c = cargo();
@@ -67,7 +72,20 @@ fn bench() -> Result<(), String> {
 
 fn report(args: &[String]) -> Result<(), String> {
     let mut c = cargo();
-    c.args(["run", "--quiet", "--package", "blockcop", "--features", "cli", "--bin", "blockcop", "--", "report"]);
+    // Release: a day of CI shards is a million records (see the README's performance section).
+    c.args([
+        "run",
+        "--quiet",
+        "--release",
+        "--package",
+        "blockcop",
+        "--features",
+        "cli",
+        "--bin",
+        "blockcop",
+        "--",
+        "report",
+    ]);
     c.args(args);
     run("report", c)
 }
