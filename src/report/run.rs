@@ -2,12 +2,14 @@
 //! `target/blockcop/<unix-ms>-<pid>.jsonl` (`BLOCKCOP_REPORT_DIR` overrides the directory; one file per process,
 //! so parallel test binaries never interleave).
 //!
-//! Records are handed to a writer thread, which writes and flushes each batch as it arrives, so a crash loses at
-//! most the records of the last few milliseconds; at process exit the writer is drained and flushed. Violations
-//! dropped by a scope's cap are written as a `dropped` record with their count.
+//! The file is created at start-up ([`open`]). Records are handed to a writer thread, which serializes them, writes
+//! and flushes each batch as it arrives, so a crash loses at most the records of the last few milliseconds; at
+//! process exit the writer is drained and flushed. Violations dropped by a scope's cap are written as a `dropped`
+//! record with their count.
 //!
-//! Each line is one [`Record`]; see the README for the schema. [`read_run_files`] reads them back, reporting a
-//! corrupt line with its file and line number and carrying on.
+//! Each line is one [`Record`]; see the README for the schema (version [`SCHEMA_VERSION`]: each distinct stack is
+//! written once per file, as a `stack` line that later records refer to). [`read_run_files_with`] reads them back
+//! one at a time, skipping a corrupt line with its file and line number and carrying on.
 
 use std::collections::HashMap;
 use std::fs::File;
