@@ -35,7 +35,7 @@
 //!
 //! ## Turning it on
 //!
-//! Everything is off unless `RUST_TEST_BLOCKCOP` is `1`, `true` or `yes` (see [`Config::from_env`]). Off,
+//! Everything is off unless `RUST_TEST_BLOCKCOP` is `1`, `true`, `yes` or `on` (see [`Config::from_env`]). Off,
 //! [`instrument`] returns a pass-through wrapper and the libc hooks cost one thread-local read per call.
 //!
 //! ## Platforms
