@@ -299,7 +299,11 @@ pub fn report_dir() -> PathBuf {
 /// A [`RunFileError`] naming the directory and the operation that failed (creating the directory, creating the
 /// file, starting the writer thread). Nothing is recorded to a run file in this process then.
 pub fn open() -> Result<&'static Path, &'static RunFileError> {
-    WRITER.get_or_init(|| crate::allow_blocking(start_writer)).as_ref().map(|w| w.path.as_path())
+    started().map(|w| w.path.as_path())
+}
+
+fn started() -> Result<&'static Writer, &'static RunFileError> {
+    WRITER.get_or_init(|| crate::allow_blocking(start_writer)).as_ref()
 }
 
 fn start_writer() -> Result<Writer, RunFileError> {
@@ -341,8 +345,8 @@ pub(crate) fn start() {
 
 /// The writer, once the run file exists; a failure to create it is said once, on stderr.
 fn writer() -> Option<&'static Writer> {
-    match open() {
-        Ok(_) => WRITER.get()?.as_ref().ok(),
+    match started() {
+        Ok(w) => Some(w),
         Err(e) => {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
