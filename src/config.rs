@@ -159,20 +159,7 @@ impl Config {
     }
 
     fn from_os_lookup(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Config, ConfigError> {
-        let text = |variable: &'static str, expected: &str| -> Result<Option<String>, ConfigError> {
-            match lookup(variable) {
-                None => Ok(None),
-                Some(v) => match v.into_string() {
-                    Ok(v) if v.is_empty() => Ok(None),
-                    Ok(v) => Ok(Some(v)),
-                    Err(v) => Err(ConfigError {
-                        variable,
-                        value: v.to_string_lossy().into_owned(),
-                        expected: format!("{expected} (the value is not UTF-8)"),
-                    }),
-                },
-            }
-        };
+        let text = |variable: &'static str, expected: &str| text_value(variable, lookup(variable), expected);
         let mut b = Config::builder();
         let enable = lookup(ENV_ENABLE).map(|v| v.to_string_lossy().into_owned());
         b = b.enabled(match enable.as_deref().map(parse_enabled) {
@@ -398,17 +385,28 @@ fn parse_bounded(variable: &'static str, v: &str, max: u64, expected: &str) -> R
 /// `BLOCKCOP_FAIL_SEVERITY` read from the environment, or [`DEFAULT_FAIL_SEVERITY`] when it is unset or empty.
 #[cfg(feature = "cli")]
 pub(crate) fn env_fail_severity() -> Result<u32, ConfigError> {
-    match std::env::var_os(ENV_FAIL_SEVERITY) {
+    match text_value(ENV_FAIL_SEVERITY, std::env::var_os(ENV_FAIL_SEVERITY), SEVERITY_FORM)? {
         None => Ok(DEFAULT_FAIL_SEVERITY),
-        Some(v) if v.is_empty() => Ok(DEFAULT_FAIL_SEVERITY),
-        Some(v) => match v.into_string() {
-            Ok(v) => parse_severity(&v),
-            Err(v) => Err(ConfigError {
-                variable: ENV_FAIL_SEVERITY,
-                value: v.to_string_lossy().into_owned(),
-                expected: format!("{SEVERITY_FORM} (the value is not UTF-8)"),
-            }),
-        },
+        Some(v) => parse_severity(&v),
+    }
+}
+
+/// A `BLOCKCOP_*` variable's value as text: `None` when unset or empty, an error naming the variable when it is not
+/// UTF-8.
+fn text_value(
+    variable: &'static str,
+    value: Option<std::ffi::OsString>,
+    expected: &str,
+) -> Result<Option<String>, ConfigError> {
+    match value.map(std::ffi::OsString::into_string) {
+        None => Ok(None),
+        Some(Ok(v)) if v.is_empty() => Ok(None),
+        Some(Ok(v)) => Ok(Some(v)),
+        Some(Err(v)) => Err(ConfigError {
+            variable,
+            value: v.to_string_lossy().into_owned(),
+            expected: format!("{expected} (the value is not UTF-8)"),
+        }),
     }
 }
 
