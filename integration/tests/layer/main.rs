@@ -297,11 +297,15 @@ async fn app_that_logs_every_request_to_stdout_is_clean() {
     }
 }
 
-/// On a loaded machine (two busy loops per core beside the server) trivial requests are preempted for tens of ms of
-/// wall time while using microseconds of CPU: none of 2,000 (16 in flight) may be a slow poll. A handler that really
-/// computes for 30 ms of CPU is still reported, at its loop.
+/// On a loaded machine (two busy loops per core beside the server) trivial requests are preempted for milliseconds
+/// of wall time while using a fraction of a millisecond of CPU: with a 5 ms threshold, counting wall time flags
+/// 130–150 of 2,000 (16 in flight), counting CPU time none here. Up to 5 are tolerated: a shared CI machine's
+/// hypervisor can charge a thread CPU time it spent stalled (CI once saw one trivial request of 2,000 at the default
+/// 10 ms), which blockcop cannot tell from computing. A handler that really computes for 30 ms of CPU is still
+/// reported, at its loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_loaded_machine_raises_no_slow_poll_and_a_cpu_loop_is_still_caught() {
+async fn preemption_on_a_loaded_machine_is_not_a_slow_poll_and_a_cpu_loop_is() {
+    const TOLERATED: usize = 5;
     let _load = support::BusyLoops::start(2);
     scenarios::rounds_for(Duration::from_millis(30)); // measured once, outside any request
     let app = axum::Router::new()
@@ -310,7 +314,8 @@ async fn a_loaded_machine_raises_no_slow_poll_and_a_cpu_loop_is_still_caught() {
             "/hash",
             axum::routing::get(|| async { scenarios::hash_inline(Duration::from_millis(30)).await.to_string() }),
         );
-    let server = TestServer::spawn_with(app, on()).await.expect("serve");
+    let config = Config::builder().enabled(true).slow_poll_threshold(Duration::from_millis(5)).build();
+    let server = TestServer::spawn_with(app, config).await.expect("serve");
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let client = server.client();
@@ -328,7 +333,7 @@ async fn a_loaded_machine_raises_no_slow_poll_and_a_cpu_loop_is_still_caught() {
     while let Some(done) = clients.join_next().await {
         flagged.extend(done.expect("client task"));
     }
-    assert!(flagged.is_empty(), "{} of 2000 trivial requests flagged: {flagged:#?}", flagged.len());
+    assert!(flagged.len() <= TOLERATED, "{} of 2000 trivial requests flagged: {flagged:#?}", flagged.len());
     let res = server.client().get("/hash").expect_blocking().send().await;
     let h = res.violations().expect("the CPU loop is a slow poll");
     if blockcop::sampling_active() {
