@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 use http::{HeaderValue, Method, Response};
 use pin_project_lite::pin_project;
 
+use super::ResponseBody;
 use super::registry;
 use crate::header::{ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::scope::Scope;
@@ -17,7 +18,8 @@ pub(crate) struct RequestInfo {
 
 pin_project! {
     /// The response future of [`BlockCop`](super::BlockCop): polls the inner future inside the request's scope and,
-    /// when it completes, reports the request's violations.
+    /// when it completes, reports the request's violations so far and hands the scope to the response's
+    /// [`ResponseBody`].
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
@@ -45,12 +47,12 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some((scope, _)) = this.watch.as_ref() else {
-            return this.inner.poll(cx);
+            return this.inner.poll(cx).map(|result| result.map(|response| response.map(ResponseBody::passthrough)));
         };
         let inner = this.inner;
         let result = match scope.shared.poll(None, || inner.poll(cx)) {
@@ -58,22 +60,25 @@ where
             Poll::Ready(result) => result,
         };
         let Some((scope, info)) = this.watch.take() else {
-            return Poll::Ready(result);
+            return Poll::Ready(result.map(|response| response.map(ResponseBody::passthrough)));
         };
         let violations = scope.take_violations();
-        if violations.is_empty() {
-            return Poll::Ready(result);
-        }
-        crate::report::emit_tracing(&violations, Some((info.method.as_str(), info.path.as_str())));
-        let header = ViolationsHeader::from_violations(&violations);
-        registry::store(scope.id(), info.method, info.path, violations);
+        let header = if violations.is_empty() {
+            None
+        } else {
+            crate::report::emit_tracing(&violations, Some((info.method.as_str(), info.path.as_str())));
+            let header = ViolationsHeader::from_violations(&violations);
+            registry::add(scope.id(), info.method.clone(), info.path.clone(), violations);
+            header
+        };
         Poll::Ready(result.map(|mut response| {
+            let headers = response.headers_mut();
             if let Some(header) = header {
-                let headers = response.headers_mut();
                 headers.insert(X_BLOCKING_VIOLATIONS, header.to_header_value());
-                headers.insert(X_BLOCKCOP_REQUEST_ID, HeaderValue::from(scope.id()));
             }
-            response
+            // Always: the body may still block after the head is sent, and its record is found under this id.
+            headers.insert(X_BLOCKCOP_REQUEST_ID, HeaderValue::from(scope.id()));
+            response.map(|body| ResponseBody::watched(body, scope, info))
         }))
     }
 }

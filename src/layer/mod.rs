@@ -1,14 +1,17 @@
 //! Tower middleware: [`BlockCopLayer`] attributes violations to the request being served and adds
 //! `x-blocking-violations` to its response.
 //!
-//! The layer enters a fresh [`Scope`](crate::Scope) during the inner service's `call` and during every poll of
-//! the response future, so everything the handler does on the worker thread is attributed to that request. It
+//! The layer enters a fresh [`Scope`](crate::Scope) during the inner service's `call`, during every poll of the
+//! response future and during every poll of the response body ([`ResponseBody`]: a streamed body, SSE, a file
+//! download), so everything the handler and its body do on the worker thread is attributed to that request. It
 //! needs no `tokio_unstable` and works with a plain `#[tokio::main]` runtime, with axum, tonic and hyper (through
 //! tower).
 //!
-//! When the request had violations, the response gets [`X_BLOCKING_VIOLATIONS`](crate::X_BLOCKING_VIOLATIONS)
-//! (see [`ViolationsHeader`](crate::ViolationsHeader)) and [`X_BLOCKCOP_REQUEST_ID`](crate::X_BLOCKCOP_REQUEST_ID),
-//! under which [`request_violations`] returns the full records in the same process. Every violation is also a
+//! When the request had violations by the time its response head is ready, the response gets
+//! [`X_BLOCKING_VIOLATIONS`](crate::X_BLOCKING_VIOLATIONS) (see [`ViolationsHeader`](crate::ViolationsHeader)).
+//! Every response of an enabled layer gets [`X_BLOCKCOP_REQUEST_ID`](crate::X_BLOCKCOP_REQUEST_ID), under which
+//! [`request_violations`] returns the full records in the same process, including what the body did after the head
+//! was sent (which no header can carry). Every violation is also a
 //! `tracing` event with target `blockcop` (WARN for medium and high, DEBUG for low), recorded inside the current
 //! span: add the layer *inside* `TraceLayer` (before it, in axum's `.layer` order) so the request span shows up.
 //!
@@ -25,12 +28,14 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod registry;
 mod service;
 
+pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::BlockCopLayer;
 pub use registry::{

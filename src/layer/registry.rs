@@ -44,9 +44,20 @@ struct Registry {
 static REGISTRY: Mutex<Registry> =
     Mutex::new(Registry { records: VecDeque::new(), stats: RequestRegistryStats { stored: 0, evicted: 0 } });
 
-pub(crate) fn store(id: u64, method: Method, path: String, violations: Violations) {
+/// Adds `violations` to the record of request `id`: a new record, or the request's existing one (its response
+/// head's) with these appended.
+pub(crate) fn add(id: u64, method: Method, path: String, violations: Violations) {
     crate::allow_blocking(|| {
         let mut r = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = r.records.iter_mut().rev().find(|rec| rec.id == id) {
+            let old = &**existing;
+            let mut list = old.violations.list.clone();
+            list.extend(violations.list);
+            let dropped = old.violations.dropped + violations.dropped;
+            let violations = Violations { list, dropped };
+            *existing = Arc::new(RequestRecord { id, method: old.method.clone(), path: old.path.clone(), violations });
+            return;
+        }
         if r.records.len() >= CAPACITY {
             r.records.pop_front();
             r.stats.evicted += 1;

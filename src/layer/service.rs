@@ -3,8 +3,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::Service;
 
-use super::ResponseFuture;
 use super::future::RequestInfo;
+use super::{ResponseBody, ResponseFuture};
 use crate::config::Config;
 use crate::scope::Scope;
 
@@ -35,7 +35,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BlockCop<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

@@ -146,6 +146,11 @@ impl TestRequest {
             .get(X_BLOCKCOP_REQUEST_ID)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .and_then(request_violations);
+        // What the body did after the head was sent is only in the record: judge by it when it has more.
+        let violations = match record.as_ref().and_then(|r| ViolationsHeader::from_violations(&r.violations)) {
+            Some(whole) if violations.as_ref().is_none_or(|h| h.count < whole.count) => Some(whole),
+            _ => violations,
+        };
         let res = TestResponse { status, headers, body, violations, record };
         if self.config.is_enabled()
             && !self.expect_blocking
@@ -189,7 +194,7 @@ pub struct BlockingFailure {
     pub path: String,
     /// The severity the request reached or passed.
     pub fail_severity: u32,
-    /// The response's header.
+    /// The request's violations in the header's shape (see [`TestResponse::violations`]).
     pub header: ViolationsHeader,
     /// The full records, when the server runs in this process.
     pub record: Option<Arc<RequestRecord>>,
@@ -269,7 +274,9 @@ impl TestResponse {
         serde_json::from_slice(&self.body)
     }
 
-    /// The parsed `x-blocking-violations`, if the response had it.
+    /// The request's violations in the shape of `x-blocking-violations`: the parsed header, or, when the server runs
+    /// in this process and the response body blocked after the head was sent, the same summary of the whole
+    /// record (head and body). `None` for a clean request.
     pub fn violations(&self) -> Option<&ViolationsHeader> {
         self.violations.as_ref()
     }

@@ -447,3 +447,90 @@ async fn tonic_grpc_service_gets_the_header_in_its_response_metadata() {
     let res = grpc_health_check(clean).await;
     assert!(res.metadata().get(X_BLOCKING_VIOLATIONS.as_str()).is_none(), "the clean server adds no header");
 }
+
+/// A download streamed with `Body::from_stream` whose stream reads each chunk with `std::fs`: the head is sent
+/// clean, the body blocks. The request fails with the report, at the stream's line, and the in-process record
+/// behind `x-blockcop-request-id` has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_that_blocks_fails_the_request_at_its_line() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let chunk = dir.path().join("chunk");
+    std::fs::write(&chunk, "0123456789").expect("write chunk");
+    let line = line!() + 6;
+    let app = axum::Router::new().route(
+        "/download",
+        axum::routing::get(move || {
+            let chunk = chunk.clone();
+            let chunks = futures_util::stream::iter(0..3).map(move |_| {
+                std::fs::read(&chunk) // blocks: open64
+            });
+            async move { axum::body::Body::from_stream(chunks) }
+        }),
+    );
+    let server = TestServer::spawn_with(app, on()).await.expect("serve");
+    let err = server.client().get("/download").try_send().await.expect_err("the body's std::fs::read fails it");
+    let TestError::Blocking(failure) = &err else { panic!("{err}") };
+    assert_eq!(failure.header.first.event, "open64", "{err}");
+    assert_eq!(failure.header.first.file_line(), Some(("integration/tests/layer/main.rs", line)), "{err}");
+    assert!(err.to_string().contains("GET /download blocked a tokio worker"), "{err}");
+
+    let res = server.client().get("/download").expect_blocking().send().await;
+    assert_eq!(res.text(), "012345678901234567890123456789");
+    assert!(res.headers().get(X_BLOCKING_VIOLATIONS).is_none(), "the head was clean when it was sent");
+    let record = res.record().expect("the body's record under x-blockcop-request-id");
+    assert_eq!((record.method.as_str(), record.path.as_str()), ("GET", "/download"));
+    assert!(record.violations.iter().any(|v| v.event == "open64"), "{:?}", record.violations);
+}
+
+/// An SSE handler whose stream sleeps between events: each sleep is a blocking call of the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_stream_that_sleeps_between_events_is_high() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    use axum::response::sse::{Event, Sse};
+    use futures_util::StreamExt;
+    let line = line!() + 5;
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::get(|| async {
+            let events = futures_util::stream::iter(0..3).map(|i| {
+                std::thread::sleep(Duration::from_millis(5)); // blocks: clock_nanosleep
+                Ok::<_, Infallible>(Event::default().data(i.to_string()))
+            });
+            Sse::new(events)
+        }),
+    );
+    let server = TestServer::spawn_with(app, on()).await.expect("serve");
+    let res = server.client().get("/events").expect_blocking().send().await;
+    assert_eq!(res.text().matches("data: ").count(), 3, "{}", res.text());
+    let h = res.expect_violation(Level::High);
+    assert_eq!(
+        (h.worst.event.as_str(), h.worst.file_line()),
+        ("clock_nanosleep", Some(("integration/tests/layer/main.rs", line))),
+        "{h}"
+    );
+    assert_eq!(h.count, 3, "{h}");
+}
+
+/// A clean streamed body stays clean, and its response still names its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_streamed_body_is_clean() {
+    let app = axum::Router::new().route(
+        "/stream",
+        axum::routing::get(|| async {
+            let chunks = futures_util::stream::iter(["a", "b", "c"].map(Ok::<_, Infallible>));
+            axum::body::Body::from_stream(chunks)
+        }),
+    );
+    let server = TestServer::spawn_with(app, on()).await.expect("serve");
+    let res = server.client().get("/stream").send().await;
+    assert_eq!(res.text(), "abc");
+    res.assert_clean();
+    assert!(res.headers().contains_key(blockcop::X_BLOCKCOP_REQUEST_ID));
+    assert!(res.record().is_none());
+}
