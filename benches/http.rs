@@ -1,6 +1,8 @@
 //! HTTP overhead of the layer: an axum hello-world on loopback under concurrent keep-alive load, served (a) with
-//! no layer, (b) with `BlockCopLayer` present but disabled, (c) with it enabled. The three servers run side by
-//! side and the load runs interleaved (the order rotating each round), several rounds; requests/s are medians, ratios medians of per-round ratios.
+//! no layer, (b) with `BlockCopLayer` present but disabled, (c) with it enabled; and the same 12 bytes as a streamed
+//! body of three frames (`Body::from_stream`), (d) with no layer and (e) with it enabled, whose every frame is polled
+//! in the request's scope. The servers run side by side and the load runs interleaved (the order rotating each
+//! round), several rounds; requests/s are medians, ratios medians of per-round ratios.
 //! Run with `cargo bench --bench http` or `cargo xtask bench`.
 
 use std::net::SocketAddr;
@@ -20,7 +22,14 @@ const ROUND: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 9;
 
 fn hello() -> Router {
-    Router::new().route("/", get(|| async { "hello, world" }))
+    Router::new().route("/", get(|| async { "hello, world" })).route(
+        "/stream",
+        get(|| async {
+            let frames =
+                ["hell", "o, w", "orld"].map(|s| Ok::<_, std::convert::Infallible>(Bytes::from_static(s.as_bytes())));
+            axum::body::Body::from_stream(futures_util::stream::iter(frames))
+        }),
+    )
 }
 
 /// Serves `app` on a current-thread runtime in its own OS thread (one core for the servers, one for the load).
@@ -40,7 +49,7 @@ fn serve(apps: Vec<Router>) -> Vec<SocketAddr> {
     (0..3).map(|_| rx.recv().expect("server address")).collect()
 }
 
-async fn load(addr: SocketAddr, duration: Duration) -> f64 {
+async fn load(addr: SocketAddr, path: &'static str, duration: Duration) -> f64 {
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -52,7 +61,7 @@ async fn load(addr: SocketAddr, duration: Duration) -> f64 {
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
             tokio::spawn(conn);
             while !done.load(Ordering::Relaxed) {
-                let req = http::Request::get("/").header("host", "bench").body(Empty::<Bytes>::new()).expect("req");
+                let req = http::Request::get(path).header("host", "bench").body(Empty::<Bytes>::new()).expect("req");
                 let res = send.send_request(req).await.expect("response");
                 let body = res.into_body().collect().await.expect("body");
                 assert_eq!(body.to_bytes().len(), 12);
@@ -88,23 +97,28 @@ fn main() {
         "HTTP benchmark: axum hello-world on loopback, {CONNECTIONS} keep-alive connections, {ROUNDS} interleaved \
          rounds of {ROUND:?}"
     );
-    let mut rps: [Vec<f64>; 3] = Default::default();
+    // (server, path) of each variant: a, b, c, d, e.
+    let variants = [(0, "/"), (1, "/"), (2, "/"), (0, "/stream"), (2, "/stream")];
+    let mut rps: [Vec<f64>; 5] = Default::default();
     rt.block_on(async {
-        for addr in &addrs {
-            load(*addr, Duration::from_millis(300)).await;
+        for (server, path) in variants {
+            load(addrs[server], path, Duration::from_millis(300)).await;
         }
         for round in 0..ROUNDS {
             // Rotate the order so that no variant always runs first or last in a round.
-            for k in 0..addrs.len() {
-                let i = (round + k) % addrs.len();
-                rps[i].push(load(addrs[i], ROUND).await);
+            for k in 0..variants.len() {
+                let i = (round + k) % variants.len();
+                let (server, path) = variants[i];
+                rps[i].push(load(addrs[server], path, ROUND).await);
             }
         }
     });
-    let ratio = |i: usize| median(rps[i].iter().zip(&rps[0]).map(|(x, a)| x / a).collect());
-    let (b_a, c_a) = (ratio(1), ratio(2));
+    let ratio = |i: usize, of: usize| median(rps[i].iter().zip(&rps[of]).map(|(x, a)| x / a).collect());
+    let (b_a, c_a, e_d) = (ratio(1, 0), ratio(2, 0), ratio(4, 3));
     let m: Vec<f64> = rps.into_iter().map(median).collect();
     println!("  (a) no layer                 {:>10.0} req/s", m[0]);
     println!("  (b) layer, blockcop disabled {:>10.0} req/s   b/a = {b_a:.4}  (budget >= 0.995)", m[1]);
     println!("  (c) layer, blockcop enabled  {:>10.0} req/s   c/a = {c_a:.4}  (budget >= 0.97)", m[2]);
+    println!("  (d) streamed body, no layer  {:>10.0} req/s", m[3]);
+    println!("  (e) streamed body, enabled   {:>10.0} req/s   e/d = {e_d:.4}  (budget >= 0.97)", m[4]);
 }
