@@ -85,13 +85,7 @@ impl<B: Body> Body for ResponseBody<B> {
 
 /// Reports what the body's polls recorded, once.
 fn finish(watch: &mut Option<(Scope, RequestInfo)>) {
-    let Some((scope, info)) = watch.take() else {
-        return;
-    };
-    let violations = scope.take_violations();
-    if violations.is_empty() {
-        return;
+    if let Some((scope, info)) = watch.take() {
+        info.report(&scope, registry::append);
     }
-    crate::report::emit_tracing(&violations, Some((info.method.as_str(), info.path.as_str())));
-    registry::add(scope.id(), info.method, info.path, violations);
 }

@@ -1,19 +1,38 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Method, Response};
 use pin_project_lite::pin_project;
 
 use super::ResponseBody;
-use super::registry;
+use super::registry::{self, RequestRecord};
 use crate::header::{ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::scope::Scope;
+use crate::violation::Violations;
 
 #[derive(Debug)]
 pub(crate) struct RequestInfo {
     pub(crate) method: Method,
     pub(crate) path: String,
+}
+
+/// Where a request's violations are kept: [`registry::store`] for the response head, [`registry::append`] for the
+/// body.
+type Keep = fn(u64, Method, String, Violations) -> Arc<RequestRecord>;
+
+impl RequestInfo {
+    /// Takes what `scope` recorded since it was last taken and reports it under this request: `tracing` events and
+    /// the request's record, kept by `keep`. The record, or `None` when nothing was recorded.
+    pub(crate) fn report(&self, scope: &Scope, keep: Keep) -> Option<Arc<RequestRecord>> {
+        let violations = scope.take_violations();
+        if violations.is_empty() {
+            return None;
+        }
+        crate::report::emit_tracing(&violations, Some((self.method.as_str(), self.path.as_str())));
+        Some(keep(scope.id(), self.method.clone(), self.path.clone(), violations))
+    }
 }
 
 pin_project! {
@@ -62,15 +81,9 @@ where
         let Some((scope, info)) = this.watch.take() else {
             return Poll::Ready(result.map(|response| response.map(ResponseBody::passthrough)));
         };
-        let violations = scope.take_violations();
-        let header = if violations.is_empty() {
-            None
-        } else {
-            crate::report::emit_tracing(&violations, Some((info.method.as_str(), info.path.as_str())));
-            let header = ViolationsHeader::from_violations(&violations);
-            registry::add(scope.id(), info.method.clone(), info.path.clone(), violations);
-            header
-        };
+        let header = info
+            .report(&scope, registry::store)
+            .and_then(|record| ViolationsHeader::from_violations(&record.violations));
         Poll::Ready(result.map(|mut response| {
             let headers = response.headers_mut();
             if let Some(header) = header {

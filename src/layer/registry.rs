@@ -44,27 +44,39 @@ struct Registry {
 static REGISTRY: Mutex<Registry> =
     Mutex::new(Registry { records: VecDeque::new(), stats: RequestRegistryStats { stored: 0, evicted: 0 } });
 
-/// Adds `violations` to the record of request `id`: a new record, or the request's existing one (its response
-/// head's) with these appended.
-pub(crate) fn add(id: u64, method: Method, path: String, violations: Violations) {
+/// Stores a new record for request `id` (its response head's) and returns it.
+pub(crate) fn store(id: u64, method: Method, path: String, violations: Violations) -> Arc<RequestRecord> {
     crate::allow_blocking(|| {
         let mut r = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = r.records.iter_mut().rev().find(|rec| rec.id == id) {
-            let old = &**existing;
-            let mut list = old.violations.list.clone();
-            list.extend(violations.list);
-            let dropped = old.violations.dropped + violations.dropped;
-            let violations = Violations { list, dropped };
-            *existing = Arc::new(RequestRecord { id, method: old.method.clone(), path: old.path.clone(), violations });
-            return;
-        }
-        if r.records.len() >= CAPACITY {
-            r.records.pop_front();
-            r.stats.evicted += 1;
-        }
-        r.records.push_back(Arc::new(RequestRecord { id, method, path, violations }));
-        r.stats.stored += 1;
-    });
+        push(&mut r, RequestRecord { id, method, path, violations })
+    })
+}
+
+/// Adds `violations` (its response body's) to the record of request `id`: the head's record with these appended,
+/// or a new record when the head had none. Returns the record.
+pub(crate) fn append(id: u64, method: Method, path: String, violations: Violations) -> Arc<RequestRecord> {
+    crate::allow_blocking(|| {
+        let mut r = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(existing) = r.records.iter_mut().rev().find(|rec| rec.id == id) else {
+            return push(&mut r, RequestRecord { id, method, path, violations });
+        };
+        let head = &**existing;
+        let list = head.violations.list.iter().cloned().chain(violations.list).collect();
+        let violations = Violations { list, dropped: head.violations.dropped + violations.dropped };
+        *existing = Arc::new(RequestRecord { id, method: head.method.clone(), path: head.path.clone(), violations });
+        existing.clone()
+    })
+}
+
+fn push(r: &mut Registry, record: RequestRecord) -> Arc<RequestRecord> {
+    if r.records.len() >= CAPACITY {
+        r.records.pop_front();
+        r.stats.evicted += 1;
+    }
+    let record = Arc::new(record);
+    r.records.push_back(record.clone());
+    r.stats.stored += 1;
+    record
 }
 
 /// The full violations of the request whose response carried `x-blockcop-request-id: <id>`, while the registry
