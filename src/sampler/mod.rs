@@ -16,8 +16,13 @@
 //! - a thread inside a blocking call the interposer records is never signalled: the hook published the call's
 //!   stack and context before making it, and a stuck report takes them from there, so no signal splits the call;
 //! - every 100 ms it drains the runtime hooks' per-thread scopes ([`crate::runtime::drain`]);
-//! - it ticks every 10 ms while a poll is in progress, every 25 ms while polls happen but none was in progress at its
-//!   last look, and after 500 ms without any poll it sleeps until the next poll wakes it (or 1 s passes).
+//! - it ticks every 10 ms while a poll is in progress, and looks again sooner when a poll in progress will reach the
+//!   slow-poll threshold before the next tick, so that a slow poll is sampled from its threshold on. While polls
+//!   happen but none was in progress at its last look, it ticks every 25 ms or every slow-poll threshold, whichever
+//!   is shorter (but not under 10 ms); after 500 ms without any poll it sleeps until the next poll wakes it (or 1 s
+//!   passes);
+//! - a sample the handler took is moved to the poll's list at the watchdog's next look, or by the polling thread
+//!   itself when the poll ends first.
 //!
 //! Signals must not disturb the program: the handler is installed with `SA_RESTART`, so most interrupted calls
 //! restart (std's `sleep`, `read`, futex waits carry on). Calls that never restart on Linux may return `EINTR` to
@@ -31,7 +36,7 @@
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -47,7 +52,8 @@ use crate::violation::Stuck;
 /// How often the watchdog looks at the slots (and resamples a slow poll) while polls are in progress. 10 ms.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
-/// How often the watchdog looks while polls happen but none was in progress at its last look. 25 ms.
+/// How often the watchdog looks while polls happen but none was in progress at its last look: 25 ms, or the
+/// slow-poll threshold when that is shorter (not under [`TICK`]).
 const CALM_TICK: Duration = Duration::from_millis(25);
 
 /// How long without any poll before the watchdog stops ticking and waits to be woken by the next one. 500 ms.
@@ -73,7 +79,8 @@ pub(crate) struct Slot {
     name: Mutex<Option<String>>,
     /// The generation the watchdog asked a sample of (0: none asked).
     requested: AtomicU64,
-    ready: AtomicBool,
+    /// Where the sample buffer is in its handshake: [`EMPTY`], [`READY`] or [`TAKING`].
+    sample_state: AtomicU8,
     sample_len: AtomicUsize,
     sample: UnsafeCell<[usize; MAX_FRAMES]>,
     /// What the sampled poll was polling, noted only for a stuck poll's report (`context_wanted`): its scope (one
@@ -102,10 +109,19 @@ pub(crate) struct Slot {
 
 // SAFETY: every field but `sample` and `sample_context` is a thread-safe type. Those two are written only by the
 // signal handler running on the slot's own thread, and only while `requested` names the current generation and
-// `ready` is false; the watchdog reads them only after seeing `ready == true` (Acquire, paired with the handler's
-// Release store) and makes no new request until it has read them and cleared `ready`. So writes and reads never
-// overlap. The scope pointer in `sample_context` carries a strong count, which `collect` takes over.
+// `sample_state` is `EMPTY`. They are read only by `collect`, by whichever thread (the watchdog, or the slot's own
+// thread as its poll ends) moves `sample_state` from `READY` to `TAKING` (one compare-exchange, so one reader; its
+// Acquire pairs with the handler's Release store of `READY`); the handler does not write while the state is not
+// `EMPTY`, and the reader sets `EMPTY` only after it has read them. So writes and reads never overlap. The scope
+// pointer in `sample_context` carries a strong count, which `collect` takes over.
 unsafe impl Sync for Slot {}
+
+/// [`Slot::sample_state`]: no sample in the buffer; the handler may write one.
+const EMPTY: u8 = 0;
+/// [`Slot::sample_state`]: the handler wrote a sample; nobody is reading it yet.
+const READY: u8 = 1;
+/// [`Slot::sample_state`]: one thread is reading the sample out of the buffer.
+const TAKING: u8 = 2;
 
 /// The samples of one poll (one generation).
 #[derive(Default)]
@@ -145,7 +161,7 @@ impl Slot {
             tid: AtomicI32::new(0),
             name: Mutex::new(None),
             requested: AtomicU64::new(0),
-            ready: AtomicBool::new(false),
+            sample_state: AtomicU8::new(EMPTY),
             sample_len: AtomicUsize::new(0),
             sample: UnsafeCell::new([0; MAX_FRAMES]),
             sample_context: UnsafeCell::new((std::ptr::null(), None)),
@@ -235,9 +251,12 @@ impl Slot {
         Some((self.seen_tick.load(Ordering::Relaxed), self.seen_cpu_ns.load(Ordering::Relaxed)))
     }
 
-    /// The samples the watchdog took of the current poll, leaving none behind.
+    /// The samples the watchdog took of the current poll, leaving none behind: with the one still in the buffer
+    /// when the poll ended before the watchdog's next look collected it.
     pub(crate) fn take_samples(&self) -> Vec<RawStack> {
         let generation = self.generation.load(Ordering::Relaxed);
+        // A stuck report's context, if the sample carries one, is released here: the poll still holds its scope.
+        drop(collect(self, generation));
         let mut s = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
         if s.generation == generation { std::mem::take(&mut s.stacks) } else { Vec::new() }
     }
@@ -451,12 +470,12 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
         let generation = slot.generation.load(Ordering::Relaxed);
         if slot.requested.load(Ordering::Acquire) == generation
             && slot.poll_start.load(Ordering::Relaxed) != 0
-            && !slot.ready.load(Ordering::Relaxed)
+            && slot.sample_state.load(Ordering::Relaxed) == EMPTY
         {
             if interrupted_in_unwinder(ctx) {
                 // Answer with an empty sample, so the watchdog does not wait for one.
                 slot.sample_len.store(0, Ordering::Relaxed);
-                slot.ready.store(true, Ordering::Release);
+                slot.sample_state.store(READY, Ordering::Release);
                 // SAFETY: as above.
                 unsafe { *libc::__errno_location() = saved };
                 return;
@@ -473,13 +492,13 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
                     n < MAX_FRAMES
                 });
             }
-            // SAFETY: as for the buffer above. The previous context was taken by `collect` before it cleared
-            // `ready`, so nothing is overwritten. Only a stuck poll's report asks for it (it holds the scope).
+            // SAFETY: as for the buffer above. The previous context was taken by `collect` before it set
+            // `EMPTY`, so nothing is overwritten. Only a stuck poll's report asks for it (it holds the scope).
             if slot.context_wanted.load(Ordering::Relaxed) == generation {
                 unsafe { *slot.sample_context.get() = crate::intercept::thread::poll_context_for_signal() };
             }
             slot.sample_len.store(n, Ordering::Relaxed);
-            slot.ready.store(true, Ordering::Release);
+            slot.sample_state.store(READY, Ordering::Release);
         }
     }
     // SAFETY: as above.
@@ -584,12 +603,18 @@ fn watchdog(sampling: bool) {
     let mut polls_seen = 0u64;
     let mut last_activity = std::time::Instant::now();
     let mut busy = true;
+    // How soon a poll in progress at the last look reaches the slow-poll threshold, when that is before the next
+    // tick: the watchdog looks again then, so that every slow poll is sampled from its threshold on.
+    let mut first_due: Option<u64> = None;
     loop {
         if busy {
-            std::thread::sleep(TICK);
+            // (100 µs past it, so that the look finds it crossed whatever the clocks' rounding.)
+            std::thread::sleep(first_due.map_or(TICK, |ns| TICK.min(Duration::from_nanos(ns + 100_000))));
         } else if last_activity.elapsed() < QUIET_BEFORE_IDLE {
-            // Polls happen, but none was in progress at the last look: look less often.
-            std::thread::sleep(CALM_TICK);
+            // Polls happen, but none was in progress at the last look: look less often, though at least once per
+            // slow-poll threshold, so that a poll which began just after the last look is seen before its end.
+            let slow = Duration::from_nanos(SETTINGS.slow_ns.load(Ordering::Relaxed));
+            std::thread::sleep(CALM_TICK.min(slow).max(TICK));
         } else {
             // Idle: sleep until a poll begins (it wakes us) or it is time to drain. Announce first, then look
             // again, so that a poll beginning in between is not missed.
@@ -609,6 +634,7 @@ fn watchdog(sampling: bool) {
             crate::runtime::drain();
         }
         busy = false;
+        first_due = None;
         let mut polls_now = 0u64;
         let slow_ns = SETTINGS.slow_ns.load(Ordering::Relaxed);
         let stuck_ns = SETTINGS.stuck_ns.load(Ordering::Relaxed);
@@ -636,6 +662,8 @@ fn watchdog(sampling: bool) {
                 }
                 let elapsed = clock::delta_ns(start, now);
                 if elapsed < slow_ns {
+                    let due = slow_ns - elapsed;
+                    first_due = Some(first_due.map_or(due, |d| d.min(due)));
                     continue;
                 }
                 // A context noted for an earlier stuck report that came too late for it: released after the lock.
@@ -648,7 +676,7 @@ fn watchdog(sampling: bool) {
                     slot.context_wanted.store(generation, Ordering::Relaxed);
                 }
                 #[cfg(target_os = "linux")]
-                if sampling && !in_call && !slot.ready.load(Ordering::Acquire) {
+                if sampling && !in_call && slot.sample_state.load(Ordering::Acquire) == EMPTY {
                     slot.requested.store(generation, Ordering::Release);
                     signal_thread(tid);
                 }
@@ -681,14 +709,16 @@ fn watchdog(sampling: bool) {
 }
 
 /// Moves a ready sample from the slot's buffer into its sample list; returns the poll's context if the sample
-/// noted it (for a stuck poll's report; dropping it releases the scope).
+/// noted it (for a stuck poll's report; dropping it releases the scope). Called by the watchdog, and by the slot's
+/// own thread as its poll ends; whichever claims the sample first takes it, the other finds none.
 fn collect(slot: &Slot, generation: u64) -> PollContext {
-    if !slot.ready.load(Ordering::Acquire) {
+    if slot.sample_state.compare_exchange(READY, TAKING, Ordering::Acquire, Ordering::Relaxed).is_err() {
         return (None, None);
     }
     let mut stack = RawStack::EMPTY;
     let n = slot.sample_len.load(Ordering::Relaxed).min(MAX_FRAMES);
-    // SAFETY: `ready` is set, so the handler has finished writing and will not write again until it is cleared.
+    // SAFETY: this thread moved the state from `READY` to `TAKING`: the handler has finished writing and will not
+    // write again until the state is `EMPTY`, and no other reader claimed it.
     let sample: &[usize; MAX_FRAMES] = unsafe { &*slot.sample.get() };
     stack.ips[..n].copy_from_slice(&sample[..n]);
     stack.len = n;
@@ -697,7 +727,7 @@ fn collect(slot: &Slot, generation: u64) -> PollContext {
     // SAFETY: a non-null pointer came from `poll_context_for_signal`, which took one strong count for us.
     let scope = (!scope_ptr.is_null()).then(|| Scope { shared: unsafe { Arc::from_raw(scope_ptr) } });
     let requested = slot.requested.load(Ordering::Relaxed);
-    slot.ready.store(false, Ordering::Release);
+    slot.sample_state.store(EMPTY, Ordering::Release);
     if requested != generation || n == 0 {
         return (scope, task);
     }
@@ -722,7 +752,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         // Give the handler a moment (up to 50 ms on a busy machine) to answer the request just sent, so the report
         // has a stack.
         for _ in 0..50 {
-            if slot.ready.load(Ordering::Acquire) {
+            if slot.sample_state.load(Ordering::Acquire) != EMPTY {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -935,7 +965,7 @@ pub fn stress_sample(target: usize, timeout: Duration) -> usize {
             }
             let key = std::ptr::from_ref(slot) as usize;
             let generation = slot.generation.load(Ordering::Relaxed);
-            if slot.ready.load(Ordering::Acquire) {
+            if slot.sample_state.load(Ordering::Acquire) == READY {
                 if slot.sample_len.load(Ordering::Relaxed) > 0 {
                     taken += 1;
                 }
