@@ -137,35 +137,57 @@ impl TestRequest {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(TestError::Http)?;
-        let violations = headers
-            .get(X_BLOCKING_VIOLATIONS)
-            .map(|v| ViolationsHeader::parse(v.to_str().unwrap_or("\u{0}")))
-            .transpose()
-            .map_err(TestError::Header)?;
-        let record = headers
-            .get(X_BLOCKCOP_REQUEST_ID)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .and_then(request_violations);
-        // What the body did after the head was sent is only in the record: judge by it when it has more.
-        let violations = match record.as_ref().and_then(|r| ViolationsHeader::from_violations(&r.violations)) {
-            Some(whole) if violations.as_ref().is_none_or(|h| h.count < whole.count) => Some(whole),
-            _ => violations,
-        };
+        let (violations, record) = read_violations(&headers).map_err(TestError::Header)?;
         let res = TestResponse { status, headers, body, violations, record };
-        if self.config.is_enabled()
-            && !self.expect_blocking
-            && let Some(h) = &res.violations
-            && h.severity >= self.config.fail_severity()
-        {
-            return Err(TestError::Blocking(Box::new(BlockingFailure {
-                method: self.method,
-                path: self.path,
-                fail_severity: self.config.fail_severity(),
-                header: h.clone(),
-                record: res.record.clone(),
-            })));
+        if self.config.is_enabled() && !self.expect_blocking {
+            check(res.violations.as_ref(), res.record.as_ref(), self.config.fail_severity(), || {
+                (self.method, self.path)
+            })?;
         }
         Ok(res)
+    }
+}
+
+/// A response's violations in the header's shape, and the request's in-process record if there is one. What the
+/// body did after the head was sent is only in the record: the summary of the record when it has more than the
+/// header.
+pub(super) fn read_violations(
+    headers: &HeaderMap,
+) -> Result<(Option<ViolationsHeader>, Option<Arc<RequestRecord>>), HeaderParseError> {
+    let violations = headers
+        .get(X_BLOCKING_VIOLATIONS)
+        .map(|v| ViolationsHeader::parse(v.to_str().unwrap_or("\u{0}")))
+        .transpose()?;
+    let record = headers
+        .get(X_BLOCKCOP_REQUEST_ID)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .and_then(request_violations);
+    let violations = match record.as_ref().and_then(|r| ViolationsHeader::from_violations(&r.violations)) {
+        Some(whole) if violations.as_ref().is_none_or(|h| h.count < whole.count) => Some(whole),
+        _ => violations,
+    };
+    Ok((violations, record))
+}
+
+/// Fails a request whose severity reaches `fail_severity`, with the report; `request` gives its method and path.
+pub(super) fn check(
+    violations: Option<&ViolationsHeader>,
+    record: Option<&Arc<RequestRecord>>,
+    fail_severity: u32,
+    request: impl FnOnce() -> (Method, String),
+) -> Result<(), TestError> {
+    match violations {
+        Some(h) if h.severity >= fail_severity => {
+            let (method, path) = request();
+            Err(TestError::Blocking(Box::new(BlockingFailure {
+                method,
+                path,
+                fail_severity,
+                header: h.clone(),
+                record: record.cloned(),
+            })))
+        }
+        _ => Ok(()),
     }
 }
 
