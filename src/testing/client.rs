@@ -191,13 +191,16 @@ pub(super) fn check(
     }
 }
 
-/// Why [`TestRequest::try_send`] failed.
+/// Why [`TestRequest::try_send`] or a check of a response made in process failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestError {
     /// The request itself failed.
     #[error("request failed: {0}")]
     Http(#[source] reqwest::Error),
+    /// Reading the body of a response checked in process ([`read_response`](super::read_response)) failed.
+    #[error("reading the response body failed: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The server's `x-blocking-violations` did not parse.
     #[error("{0}")]
     Header(#[source] HeaderParseError),
@@ -259,11 +262,11 @@ fn write_records(f: &mut impl fmt::Write, record: &RequestRecord) -> fmt::Result
 /// A response, read whole, with its parsed violations.
 #[derive(Debug, Clone)]
 pub struct TestResponse {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    violations: Option<ViolationsHeader>,
-    record: Option<Arc<RequestRecord>>,
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+    pub(super) violations: Option<ViolationsHeader>,
+    pub(super) record: Option<Arc<RequestRecord>>,
 }
 
 impl TestResponse {

@@ -22,7 +22,9 @@
 //! [`BlockCopLayer`]: crate::BlockCopLayer
 
 mod client;
+mod oneshot;
 mod server;
 
 pub use client::{BlockingFailure, TestClient, TestError, TestRequest, TestResponse};
+pub use oneshot::{check_response, read_response, try_check_response, try_read_response};
 pub use server::TestServer;

@@ -534,3 +534,85 @@ async fn a_clean_streamed_body_is_clean() {
     assert!(res.headers().contains_key(blockcop::X_BLOCKCOP_REQUEST_ID));
     assert!(res.record().is_none());
 }
+
+/// An app in axum's testing style: routes that sleep in the handler, sleep in the body's stream, or do neither,
+/// behind `layer`.
+fn oneshot_app(layer: BlockCopLayer) -> (axum::Router, u32, u32) {
+    use futures_util::StreamExt;
+    let handler_line = line!() + 7;
+    let body_line = line!() + 14;
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "Hello, World!" }))
+        .route(
+            "/sleep",
+            axum::routing::get(|| async {
+                std::thread::sleep(Duration::from_millis(5)); // blocks: clock_nanosleep
+                "slept"
+            }),
+        )
+        .route(
+            "/stream",
+            axum::routing::get(|| async {
+                let chunks = futures_util::stream::iter(["a", "b"]).map(|c| {
+                    std::thread::sleep(Duration::from_millis(5)); // blocks: clock_nanosleep
+                    Ok::<_, Infallible>(c)
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+    (app.layer(layer), handler_line, body_line)
+}
+
+async fn oneshot(app: &axum::Router, path: &str) -> http::Response<axum::body::Body> {
+    use tower::ServiceExt as _;
+    let request = http::Request::get(path).body(axum::body::Body::empty()).expect("request");
+    app.clone().oneshot(request).await.expect("infallible")
+}
+
+/// `read_response` fails a request driven through `oneshot` that blocks, in its handler or in its body, with the
+/// same report as `TestClient`, and passes a clean one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oneshot_responses_are_checked_like_test_client_requests() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let (app, handler_line, body_line) = oneshot_app(BlockCopLayer::new(on()));
+
+    let res = blockcop::testing::read_response(oneshot(&app, "/").await).await;
+    assert_eq!((res.status(), res.text().as_str()), (http::StatusCode::OK, "Hello, World!"));
+    res.assert_clean();
+
+    let err = blockcop::testing::try_read_response(oneshot(&app, "/sleep").await).await.expect_err("it slept");
+    let TestError::Blocking(failure) = &err else { panic!("{err}") };
+    assert_eq!(failure.header.first.event, "clock_nanosleep", "{err}");
+    assert_eq!(failure.header.first.file_line(), Some(("integration/tests/layer/main.rs", handler_line)), "{err}");
+    assert!(err.to_string().contains("GET /sleep blocked a tokio worker: severity 50 (high)"), "{err}");
+    assert!(err.to_string().contains("error[blocking/sleep]"), "{err}");
+
+    // The head of a streamed body is clean when it is returned: only reading the body finds the sleeps.
+    let res = oneshot(&app, "/stream").await;
+    blockcop::testing::check_response(&res);
+    let err = blockcop::testing::try_read_response(res).await.expect_err("the body slept");
+    let TestError::Blocking(failure) = &err else { panic!("{err}") };
+    assert_eq!(failure.header.first.file_line(), Some(("integration/tests/layer/main.rs", body_line)), "{err}");
+    assert_eq!(failure.header.count, 2, "{err}");
+
+    // The panicking forms carry the report too.
+    let res = oneshot(&app, "/sleep").await;
+    let panic = tokio::spawn(blockcop::testing::read_response(res)).await.expect_err("must panic").into_panic();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("GET /sleep blocked a tokio worker"), "{message}");
+    assert!(message.contains("(response read at integration/tests/layer/main.rs:"), "{message}");
+}
+
+/// With the layer disabled, the response names no request and the checks pass whatever the app does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oneshot_checks_pass_behind_a_disabled_layer() {
+    let (app, _, _) = oneshot_app(BlockCopLayer::disabled());
+    let res = oneshot(&app, "/sleep").await;
+    assert!(!res.headers().contains_key(blockcop::X_BLOCKCOP_REQUEST_ID));
+    blockcop::testing::check_response(&res);
+    let res = blockcop::testing::read_response(res).await;
+    assert_eq!(res.text(), "slept");
+    assert!(res.violations().is_none());
+}
