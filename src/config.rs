@@ -71,6 +71,14 @@ impl std::fmt::Debug for ConfigError {
     }
 }
 
+/// For `?` in a function returning `std::io::Result` (a `main` that also binds a listener): an
+/// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error carrying the `ConfigError`.
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
 /// How blockcop detects and judges blocking.
 ///
 /// Cheap to clone (the settings are shared).

@@ -31,6 +31,30 @@ impl BlockCopLayer {
         Config::from_env().map(BlockCopLayer::new)
     }
 
+    /// A layer from the environment, for code that cannot return [`ConfigError`] (a function returning `Router`):
+    /// as [`from_env`](Self::from_env), but a malformed `BLOCKCOP_*` value stops the program at start-up.
+    ///
+    /// ```no_run
+    /// fn app() -> axum::Router {
+    ///     axum::Router::new()
+    ///         .route("/", axum::routing::get(|| async { "hi" }))
+    ///         .layer(blockcop::BlockCopLayer::from_env_or_panic())
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When a `BLOCKCOP_*` value is malformed, with the message [`ConfigError`] displays (the variable, its value
+    /// and the accepted form), e.g. `blockcop: invalid BLOCKCOP_SLOW_POLL_MS="abc": expected a whole number of
+    /// milliseconds from 1 to 3600000, digits only (e.g. 10)`.
+    #[track_caller]
+    pub fn from_env_or_panic() -> BlockCopLayer {
+        match BlockCopLayer::from_env() {
+            Ok(layer) => layer,
+            Err(e) => panic!("blockcop: {e}"),
+        }
+    }
+
     /// A layer that never does anything.
     pub fn disabled() -> BlockCopLayer {
         BlockCopLayer { config: None }

@@ -7,7 +7,14 @@ use std::process::Command;
 
 /// Runs the probe with only `vars` set among blockcop's variables; returns (exit code, stdout, stderr).
 fn probe(vars: &[(&str, OsString)], report_dir: &std::path::Path) -> (i32, String, String) {
+    probe_mode(None, vars, report_dir)
+}
+
+/// Runs the probe in `mode` (see `integration/src/bin/config-probe.rs`) with only `vars` set among blockcop's
+/// variables; returns (exit code, stdout, stderr).
+fn probe_mode(mode: Option<&str>, vars: &[(&str, OsString)], report_dir: &std::path::Path) -> (i32, String, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_config-probe"));
+    c.args(mode);
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str().filter(|n| n.starts_with("BLOCKCOP_") || *n == "RUST_TEST_BLOCKCOP") {
             c.env_remove(name);
@@ -103,6 +110,35 @@ fn malformed_values_print_their_message_through_question_mark_in_main() {
     assert!(
         err.starts_with("Error: invalid BLOCKCOP_STUCK_MS=\"5\u{fffd}\": expected ")
             && err.ends_with("(the value is not UTF-8)\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_router_function_builds_the_layer_or_stops_at_start_up_with_the_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (code, out, err) = probe_mode(Some("layer-or-panic"), &[("RUST_TEST_BLOCKCOP", "1".into())], dir.path());
+    assert_eq!((code, out.as_str()), (0, "layer built\n"), "{err}");
+    let (code, out, err) = probe_mode(Some("layer-or-panic"), &[("BLOCKCOP_SLOW_POLL_MS", "abc".into())], dir.path());
+    assert_eq!((code, out.as_str()), (101, ""));
+    assert!(
+        err.contains(
+            "blockcop: invalid BLOCKCOP_SLOW_POLL_MS=\"abc\": expected a whole number of milliseconds from 1 to \
+             3600000, digits only (e.g. 10)"
+        ) && err.contains("integration/src/bin/config-probe.rs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn question_mark_works_in_a_function_returning_io_result() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (code, out, _) = probe_mode(Some("layer-io"), &[("RUST_TEST_BLOCKCOP", "yes".into())], dir.path());
+    assert_eq!((code, out.as_str()), (0, "active=true\n"));
+    let (code, out, err) = probe_mode(Some("layer-io"), &[("BLOCKCOP_FAIL_SEVERITY", "-1".into())], dir.path());
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.starts_with("Error: Custom { kind: InvalidInput, error: invalid BLOCKCOP_FAIL_SEVERITY=\"-1\": "),
         "{err}"
     );
 }
