@@ -616,3 +616,68 @@ async fn oneshot_checks_pass_behind_a_disabled_layer() {
     assert_eq!(res.text(), "slept");
     assert!(res.violations().is_none());
 }
+
+/// README's hyper 1.x snippet, verbatim (between the markers; `the_readme_shows_the_tested_hyper_snippet` keeps
+/// the two the same).
+mod hyper_snippet {
+    // README: hyper snippet begins
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use tokio::net::TcpListener;
+    use tower::Layer as _; // tower 0.5 with the `util` feature, for `service_fn`
+
+    async fn handle(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let text = std::fs::read_to_string("Cargo.toml").unwrap_or_default(); // blocks: open64
+        Ok(Response::new(Full::new(Bytes::from(text))))
+    }
+
+    /// Serves `handle` behind the layer (`BlockCopLayer::from_env()?` in `main`), one task per connection.
+    pub async fn serve(listener: TcpListener, layer: blockcop::BlockCopLayer) -> std::io::Result<()> {
+        let service = layer.layer(tower::service_fn(handle));
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    eprintln!("connection error: {e}");
+                }
+            });
+        }
+    }
+    // README: hyper snippet ends
+}
+
+/// The README's hyper 1.x snippet serves with the layer: the handler's `std::fs` read is in the response's header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_hyper_snippet_serves_with_the_header() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(hyper_snippet::serve(listener, BlockCopLayer::new(on())));
+    let client = blockcop::testing::TestClient::new(format!("http://{addr}"), on());
+    let res = client.get("/").expect_blocking().send().await;
+    assert!(res.text().contains("[package]"), "{}", res.text());
+    let h = res.expect_violation(Level::Medium);
+    assert_entry(&h.first, "open64", "integration/tests/layer/main.rs", "read_to_string(\"Cargo.toml\")", "open64");
+}
+
+/// README's hyper snippet is the one the test above runs.
+#[test]
+fn the_readme_shows_the_tested_hyper_snippet() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let test = std::fs::read_to_string(root.join("integration/tests/layer/main.rs")).expect("read this file");
+    let begin = test.find("// README: hyper snippet begins\n").expect("begin marker") + 32;
+    let end = test.find("    // README: hyper snippet ends").expect("end marker");
+    let snippet: String =
+        test[begin..end].lines().map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l))).collect();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
+    assert!(readme.contains(&format!("```rust\n{snippet}```\n")), "README.md must show, verbatim:\n{snippet}");
+}
