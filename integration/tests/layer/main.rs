@@ -681,3 +681,74 @@ fn the_readme_shows_the_tested_hyper_snippet() {
     let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
     assert!(readme.contains(&format!("```rust\n{snippet}```\n")), "README.md must show, verbatim:\n{snippet}");
 }
+
+/// Serves `/download`, a body whose stream reads a file with `std::fs::read`, with `config`; returns the server and
+/// the line of the read.
+async fn download_server(config: Config, dir: &std::path::Path) -> (TestServer, u32) {
+    use futures_util::StreamExt;
+    let chunk = dir.join("chunk");
+    std::fs::write(&chunk, "0123456789").expect("write chunk");
+    let line = line!() + 6;
+    let app = axum::Router::new().route(
+        "/download",
+        axum::routing::get(move || {
+            let chunk = chunk.clone();
+            let chunks = futures_util::stream::iter(0..3).map(move |_| {
+                std::fs::read(&chunk) // blocks: open64
+            });
+            async move { axum::body::Body::from_stream(chunks) }
+        }),
+    );
+    (TestServer::spawn_with(app, config).await.expect("serve"), line)
+}
+
+/// What a streamed body does after the head was sent reaches the run file of the server's process, under the
+/// request (method, path and the id of `x-blockcop-request-id`), at the stream's line. The server runs in a child
+/// process (this test, run again) with a report directory of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_that_blocks_is_in_the_run_file_under_its_request() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    if std::env::var_os("BLOCKCOP_LAYER_TEST_CHILD").is_some() {
+        let (server, line) = download_server(on(), dir.path()).await;
+        println!("line={line}");
+        let res = server.client().get("/download").expect_blocking().send().await;
+        assert_eq!(res.text().len(), 30);
+        let id = res.headers().get(blockcop::X_BLOCKCOP_REQUEST_ID).expect("request id").to_str().expect("ascii");
+        println!("request-id={id}");
+        return;
+    }
+    let runs = dir.path().join("runs");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this test"));
+    child
+        .args(["--exact", "a_streamed_body_that_blocks_is_in_the_run_file_under_its_request", "--nocapture"])
+        .env("BLOCKCOP_LAYER_TEST_CHILD", "1")
+        .env("BLOCKCOP_REPORT_DIR", &runs);
+    let out = tokio::task::spawn_blocking(move || child.output()).await.expect("join").expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let id: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("request-id="))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("the child prints the request id: {stdout}"));
+    let line: u32 = stdout.lines().find_map(|l| l.strip_prefix("line=")?.parse().ok()).expect("the child's line");
+    let run = blockcop::report::run::read_run_files(&[runs]).expect("read run files");
+    let reads: Vec<_> = run
+        .records
+        .iter()
+        .filter_map(|r| match &r.body {
+            blockcop::report::run::RecordBody::Violation(v) if v.event == "open64" => Some((r, v)),
+            _ => None,
+        })
+        .collect();
+    assert!(!reads.is_empty(), "{:?}", run.records);
+    for (record, v) in reads {
+        let request = record.request.as_ref().expect("under a request");
+        assert_eq!((request.method.as_str(), request.path.as_str(), record.scope_id), ("GET", "/download", id));
+        let site = v.call_site.location().expect("a call site");
+        assert_eq!((site.file.as_str(), site.line), ("integration/tests/layer/main.rs", line), "{v:?}");
+    }
+}
