@@ -265,7 +265,7 @@ mod hooks {
             if let Some(f) = u_before {
                 f(meta);
             }
-            let task = Some(TaskTag { id: meta.id(), spawned_at: meta.spawned_at() });
+            let task = Some(TaskTag { id: meta.id(), spawned_at: Some(meta.spawned_at()) });
             let inherited = if i.inherited_len.load(Ordering::Relaxed) > 0 {
                 i.inherited.lock().unwrap_or_else(PoisonError::into_inner).get(&meta.id()).cloned()
             } else {

@@ -239,7 +239,7 @@ fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Viol
         call_chain: selection.call_chain,
         task: raw.task.map(|t| crate::report::run::TaskContext {
             id: t.id.to_string().parse().ok(),
-            spawned_at: Some(t.spawned_at.to_string()),
+            spawned_at: t.spawned_at.map(ToString::to_string),
         }),
         scope_id,
         thread_id: raw.thread_id,

@@ -18,7 +18,8 @@ use crate::scope::{Scope, ScopeShared};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TaskTag {
     pub(crate) id: tokio::task::Id,
-    pub(crate) spawned_at: &'static Location<'static>,
+    /// Where the task was spawned, when the hook that began the poll knows it.
+    pub(crate) spawned_at: Option<&'static Location<'static>>,
 }
 
 struct State {
@@ -332,7 +333,7 @@ pub(crate) fn end_detached() {
     // SAFETY: as in `begin_detached`; `depth` was 1, so this is the poll that function began.
     if let Some(shared) = unsafe { d.scope.get().as_ref() } {
         let start = Stamp { ticks: d.start_ticks.get(), coarse: d.start_coarse.get() };
-        shared.end_poll(start, d.excluded_at_entry.get(), s.task.get().map(|t| t.spawned_at));
+        shared.end_poll(start, d.excluded_at_entry.get(), s.task.get().and_then(|t| t.spawned_at));
     }
     s.current.set(d.prev.get());
     s.task.set(None);

@@ -791,7 +791,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         call_chain: Vec::new(),
         task: task.map(|t| run::TaskContext {
             id: t.id.to_string().parse().ok(),
-            spawned_at: Some(t.spawned_at.to_string()),
+            spawned_at: t.spawned_at.map(ToString::to_string),
         }),
         scope_id: scope.as_ref().map_or(0, Scope::id),
         thread_id: u64::try_from(tid).unwrap_or(0),
