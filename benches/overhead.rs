@@ -164,6 +164,29 @@ fn main() {
     println!("per libc call outside a scope: 1-byte read of /dev/zero (ns/call)");
     println!("  libc read (dlsym RTLD_NEXT)        {d:>8.1}");
     println!("  read through blockcop's hook       {h:>8.1}   (+{added:.1})");
+    // Stable tokio's runtime hooks keep a worker thread in its scope from unpark to park, also between tasks: a
+    // call there takes the recording path as far as `tokio::task::try_id`. Measured in a `block_on` body (not a
+    // task) on a current_thread runtime with the hooks, after it parked once.
+    #[cfg(not(tokio_unstable))]
+    {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.enable_all();
+        blockcop::runtime::Hooks::new(&enabled).install(&mut b).expect("stable hooks");
+        let rt = b.build().expect("runtime");
+        let (mut direct, mut worker) = (Vec::new(), Vec::new());
+        rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            for _ in 0..ROUNDS {
+                direct.push(ns_per_read(real, fd, CALLS));
+                worker.push(ns_per_read(hooked, fd, CALLS));
+            }
+        });
+        let deltas: Vec<f64> = worker.iter().zip(&direct).map(|(w, d)| w - d).collect();
+        let (w, added) = (median(worker), median(deltas));
+        println!("  the same on a worker thread of runtime::install (stable tokio), outside any task");
+        println!("                                     {w:>8.1}   (+{added:.1})");
+        summary.push(format!("worker thread, stable runtime::install, outside a task +{added:.1} ns/call"));
+    }
     println!();
 
     let scope = Scope::new(&enabled);

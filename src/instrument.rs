@@ -96,6 +96,21 @@ pub trait InstrumentExt: Future + Sized {
     fn blockcop_in(self, scope: &Scope) -> Instrumented<Self> {
         scope.instrument(self)
     }
+
+    /// Carries the scope the caller is polling in (a request's, a test body's) into `self`, typically a task about
+    /// to be spawned, as tracing's `in_current_span` carries a span: what
+    /// `tokio::spawn(work.blockcop_current())` blocks on is the request's, in its header while the request is
+    /// served and in the run file under it afterwards. A slow poll of `self` points at this call.
+    ///
+    /// Needs no `tokio_unstable` (with it and [`crate::runtime::install`], tasks spawned inside a request inherit
+    /// its scope on their own). Outside any scope, or inside a runtime's per-thread scope, `self` is returned as
+    /// it is (a pass-through).
+    #[track_caller]
+    fn blockcop_current(self) -> Instrumented<Self> {
+        let scope =
+            crate::intercept::thread::current_scope().filter(|s| s.inheritable()).map(|shared| Scope { shared });
+        Instrumented::new(self, scope, Some(Location::caller()))
+    }
 }
 
 impl<F: Future> InstrumentExt for F {}

@@ -1,16 +1,24 @@
-//! Whole-runtime coverage: every task poll of a runtime is a scope, through tokio's task hooks.
+//! Whole-runtime coverage: the blocking calls of every task a runtime polls on its worker threads, and with
+//! `--cfg tokio_unstable` every task poll as a scope of its own.
 //!
 //! ```no_run
 //! let mut builder = tokio::runtime::Builder::new_multi_thread();
 //! builder.enable_all();
-//! blockcop::runtime::install(&mut builder).expect("built with --cfg tokio_unstable");
+//! blockcop::runtime::install(&mut builder).expect("never fails");
 //! let rt = builder.build().unwrap();
 //! ```
 //!
-//! tokio's `on_before_task_poll` / `on_after_task_poll` / `on_task_spawn` / `on_task_terminate` exist only with
-//! `--cfg tokio_unstable`; without it [`install`] returns [`HooksUnavailable`], whose message gives the exact
-//! `RUSTFLAGS` to set. The hooks do not fire for `block_on` bodies (so not for `#[tokio::main]` /
-//! `#[tokio::test]` bodies: see [`crate::test`]) nor for `LocalSet::spawn_local` tasks.
+//! **On stable tokio** (no `tokio_unstable`) [`install`] uses `on_thread_unpark` / `on_thread_park`, which fire on
+//! worker threads only: from unpark to park the thread is in a scope of its own that records the blocking calls
+//! made inside a task (`tokio::task::try_id`), with the task's id. Not recorded: `spawn_blocking` closures,
+//! `block_in_place` closures, `block_on` bodies, the scheduler's own code between tasks. Not available: per-poll
+//! timing (slow and stuck polls of tasks), spawn locations, and tasks inheriting the scope they were spawned in
+//! (spawn them with [`InstrumentExt::blockcop_current`](crate::InstrumentExt::blockcop_current) instead). A worker
+//! thread is covered from its first park on (at start-up, once it finds nothing to do).
+//!
+//! **With `--cfg tokio_unstable`** it uses tokio's `on_before_task_poll` / `on_after_task_poll` / `on_task_spawn`
+//! / `on_task_terminate`. They do not fire for `block_on` bodies (so not for `#[tokio::main]` / `#[tokio::test]`
+//! bodies: see [`crate::test`]) nor for `LocalSet::spawn_local` tasks.
 //!
 //! - Each worker thread polls its tasks inside a scope of its own; violations carry the task id and its spawn
 //!   location (`TaskMeta::spawned_at`), which is also a slow poll's call site. These scopes are drained into the run
@@ -30,7 +38,8 @@ use std::sync::{Mutex, PoisonError};
 use crate::config::Config;
 use crate::scope::Scope;
 
-/// tokio's task hooks are missing: the build lacks `--cfg tokio_unstable`.
+/// tokio's task hooks are missing: the build lacks `--cfg tokio_unstable`. No longer returned by [`install`] (which
+/// falls back to stable tokio's thread hooks); kept so that code matching on it compiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "blockcop::runtime needs tokio's task hooks, which exist only with `--cfg tokio_unstable`: build with \
@@ -40,7 +49,8 @@ use crate::scope::Scope;
 #[non_exhaustive]
 pub struct HooksUnavailable;
 
-/// Whether this build has tokio's task hooks (`--cfg tokio_unstable`).
+/// Whether this build has tokio's task hooks (`--cfg tokio_unstable`): per-poll timing of tasks, spawn locations
+/// and inheritance. Without them [`install`] uses stable tokio's thread hooks (blocking calls inside tasks only).
 pub const fn hooks_available() -> bool {
     cfg!(tokio_unstable)
 }
@@ -55,7 +65,11 @@ pub struct Hooks {
     config: Config,
     #[cfg(tokio_unstable)]
     user: [Option<UserHook>; 4],
+    user_park: Option<ThreadHook>,
+    user_unpark: Option<ThreadHook>,
 }
+
+type ThreadHook = Arc<dyn Fn() + Send + Sync>;
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,7 +93,23 @@ impl Hooks {
             config: config.clone(),
             #[cfg(tokio_unstable)]
             user: [None, None, None, None],
+            user_park: None,
+            user_unpark: None,
         }
+    }
+
+    /// Runs `f` when a worker thread parks (tokio's `on_thread_park`), after blockcop's own hook (without
+    /// `tokio_unstable`, blockcop uses this hook; with it, `f` is installed as it is).
+    pub fn on_thread_park(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.user_park = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` when a worker thread unparks (tokio's `on_thread_unpark`), before blockcop's own hook (without
+    /// `tokio_unstable`, blockcop uses this hook; with it, `f` is installed as it is).
+    pub fn on_thread_unpark(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.user_unpark = Some(Arc::new(f));
+        self
     }
 
     /// Runs `f` on every task spawn, before blockcop's own hook.
@@ -111,11 +141,12 @@ impl Hooks {
     }
 
     /// Installs the hooks on `builder`, replacing any it had (tokio keeps one callback per hook: chain yours with
-    /// the methods above).
+    /// the methods above): the thread park/unpark hooks on stable tokio, the task hooks with `--cfg tokio_unstable`
+    /// (see the [module docs](self)).
     ///
     /// # Errors
     ///
-    /// [`HooksUnavailable`] without `--cfg tokio_unstable`.
+    /// None: the `Result` is kept for code written when stable tokio returned [`HooksUnavailable`].
     pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<(), HooksUnavailable> {
         #[cfg(tokio_unstable)]
         {
@@ -124,17 +155,18 @@ impl Hooks {
         }
         #[cfg(not(tokio_unstable))]
         {
-            let _ = (self, builder);
-            Err(HooksUnavailable)
+            worker_threads::install(self, builder);
+            Ok(())
         }
     }
 }
 
-/// Installs blockcop's hooks, judging by the process-wide configuration ([`Config::global`]).
+/// Installs blockcop's hooks, judging by the process-wide configuration ([`Config::global`]); see
+/// [`Hooks::install`].
 ///
 /// # Errors
 ///
-/// [`HooksUnavailable`] without `--cfg tokio_unstable`.
+/// None: the `Result` is kept for code written when stable tokio returned [`HooksUnavailable`].
 ///
 /// # Panics
 ///
@@ -147,7 +179,7 @@ pub fn install(builder: &mut tokio::runtime::Builder) -> Result<(), HooksUnavail
 ///
 /// # Panics
 ///
-/// Without `--cfg tokio_unstable`, with the message of [`HooksUnavailable`] (the exact `RUSTFLAGS` to set).
+/// As [`Config::global`], on a malformed `BLOCKCOP_*` variable.
 pub fn new_multi_thread() -> tokio::runtime::Builder {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all();
@@ -225,8 +257,14 @@ mod hooks {
     }
 
     pub(super) fn install(hooks: Hooks, builder: &mut tokio::runtime::Builder) {
-        let Hooks { config, user } = hooks;
+        let Hooks { config, user, user_park, user_unpark } = hooks;
         let [u_spawn, u_before, u_after, u_terminate] = user;
+        if let Some(f) = user_park {
+            builder.on_thread_park(move || f());
+        }
+        if let Some(f) = user_unpark {
+            builder.on_thread_unpark(move || f());
+        }
         if !config.is_enabled() {
             // Only the user's hooks, as if blockcop were not there.
             if let Some(f) = u_spawn {
@@ -295,6 +333,51 @@ mod hooks {
                 };
                 // Dropping the last handle writes what the scope still holds to the run file.
                 drop(removed);
+            }
+        });
+    }
+}
+
+/// Stable tokio (no `tokio_unstable`): the thread park/unpark hooks, which fire on worker threads only. From unpark
+/// to park a worker thread is current in a scope of its own that records the blocking calls made inside a task
+/// (`tokio::task::try_id`); nothing is timed, nothing is inherited.
+#[cfg(not(tokio_unstable))]
+mod worker_threads {
+    use super::*;
+    use crate::intercept::thread;
+
+    pub(super) fn install(hooks: Hooks, builder: &mut tokio::runtime::Builder) {
+        let Hooks { config, user_park, user_unpark } = hooks;
+        if !config.is_enabled() {
+            // Only the user's hooks, as if blockcop were not there.
+            if let Some(f) = user_park {
+                builder.on_thread_park(move || f());
+            }
+            if let Some(f) = user_unpark {
+                builder.on_thread_unpark(move || f());
+            }
+            return;
+        }
+        crate::sampler::ensure_watchdog(&config);
+        let config = Arc::new(config);
+        // One key per installation: a thread's own scope belongs to the runtime it works for.
+        let key = Arc::as_ptr(&config) as usize;
+        let c = config.clone();
+        builder.on_thread_unpark(move || {
+            if let Some(f) = &user_unpark {
+                f();
+            }
+            thread::enter_worker(key, || {
+                let scope = Scope::for_worker_threads(&c);
+                THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner).push(scope.clone());
+                scope
+            });
+        });
+        builder.on_thread_park(move || {
+            let _keep = &config;
+            thread::leave_worker(key);
+            if let Some(f) = &user_park {
+                f();
             }
         });
     }

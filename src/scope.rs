@@ -65,6 +65,17 @@ impl Scope {
         Scope { shared: Arc::new(shared) }
     }
 
+    /// A worker thread's scope for stable tokio's thread hooks ([`crate::runtime`] without `tokio_unstable`): as
+    /// [`for_runtime`](Self::for_runtime), and it records only blocking calls made inside a tokio task (the
+    /// thread is current in it from unpark to park, also while the scheduler runs between tasks).
+    #[cfg_attr(tokio_unstable, allow(dead_code))]
+    pub(crate) fn for_worker_threads(config: &Config) -> Scope {
+        let scope = Scope::for_runtime(config);
+        let mut shared = Arc::into_inner(scope.shared).expect("a new scope has one handle");
+        shared.tasks_only = true;
+        Scope { shared: Arc::new(shared) }
+    }
+
     fn with_origin(config: &Config, origin: Origin) -> Scope {
         crate::sampler::ensure_watchdog(config);
         let threshold_ns = u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX);
@@ -84,6 +95,7 @@ impl Scope {
                 records: Mutex::new(Records::default()),
                 origin,
                 inheritable: true,
+                tasks_only: false,
             }),
         }
     }
@@ -210,8 +222,9 @@ pub(crate) struct ScopeShared {
     id: u64,
     origin: Origin,
     /// Whether tasks spawned inside it inherit it (not the runtime hooks' per-thread scopes).
-    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     inheritable: bool,
+    /// Records only blocking calls made inside a tokio task (stable tokio's worker-thread scopes).
+    tasks_only: bool,
     config: Config,
     threshold: Duration,
     threshold_ns: u64,
@@ -255,9 +268,14 @@ impl ScopeShared {
     }
 
     /// Whether tasks spawned inside this scope inherit it.
-    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     pub(crate) fn inheritable(&self) -> bool {
         self.inheritable
+    }
+
+    /// Whether this scope records only blocking calls made inside a tokio task.
+    #[inline]
+    pub(crate) fn tasks_only(&self) -> bool {
+        self.tasks_only
     }
 
     fn take(&self) -> Violations {

@@ -304,13 +304,23 @@ pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
 }
 
 /// True when blocking is allowed here: a frame matches the allowlist (BlockHound's `allowBlockingCallsInside`),
-/// or it is a lock wait of tokio's own runtime (its internal locks are held for a few instructions).
+/// the call was made by a `spawn_blocking` closure, or it is a lock wait of tokio's own runtime (its internal locks
+/// are held for a few instructions).
 fn allowed(frames: &[Frame], category: Category, config: &Config) -> bool {
     let matches = |f: &Frame| {
         f.function.as_deref().is_some_and(|name| config.allowlist().iter().any(|p| name.starts_with(p.as_str())))
     };
-    if frames.iter().any(matches) {
+    if frames.iter().any(matches) || in_spawn_blocking(frames) {
         return true;
     }
     category == Category::LockWait && violation::lock_owned_by_tokio(frames, &PATHS)
+}
+
+/// Whether a stack is a `spawn_blocking` closure's: it runs in the blocking pool's task type with no scheduler
+/// below it. (A worker thread runs inside a blocking-pool task too, but with the scheduler's frames between.) A
+/// thread that gave its worker core away in `block_in_place` goes on to run such closures without parking as a
+/// worker, so stable tokio's park/unpark hooks alone would leave it counted as a worker.
+fn in_spawn_blocking(frames: &[Frame]) -> bool {
+    let named = |needle: &str| frames.iter().any(|f| f.function.as_deref().is_some_and(|n| n.contains(needle)));
+    named("tokio::runtime::blocking::task::BlockingTask<") && !named("tokio::runtime::scheduler::")
 }

@@ -81,6 +81,10 @@ fn intercept_in_scope<R>(
     call: impl FnOnce() -> R,
     keep: impl FnOnce(&R) -> bool,
 ) -> R {
+    // A worker thread's scope under stable tokio is current between tasks too: only a task's calls count.
+    if thread::between_tasks() {
+        return call();
+    }
     thread::suspended(|scope| {
         let Some(scope) = scope else { return call() };
         let Some(detail) = catch_unwind(AssertUnwindSafe(check)).ok().flatten() else {

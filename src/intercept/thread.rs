@@ -174,13 +174,13 @@ pub(crate) fn poll_context() -> (Option<Scope>, Option<TaskTag>) {
     (scope, task)
 }
 
-/// The task being polled on this thread, when a runtime hook began the poll.
+/// The task being polled on this thread: the one a runtime hook began the poll of (with its spawn location), else
+/// the tokio task this code runs in, known by its id only.
 pub(crate) fn current_task() -> Option<TaskTag> {
-    STATE.with(|s| s.task.get())
+    STATE.with(|s| s.task.get()).or_else(|| tokio::task::try_id().map(|id| TaskTag { id, spawned_at: None }))
 }
 
 /// A new handle to the scope this thread is polling in, if any (for tasks spawned from it to inherit).
-#[cfg_attr(not(tokio_unstable), allow(dead_code))]
 pub(crate) fn current_scope() -> Option<Arc<ScopeShared>> {
     let ptr = STATE.with(|s| s.current.get());
     if ptr.is_null() {
@@ -233,8 +233,15 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // The thread is exiting: nothing may point at the scopes any more.
-        let _ = STATE.try_with(|s| s.own.set((0, ptr::null())));
+        // The thread is exiting: nothing may point at the scopes any more (a worker thread can exit between
+        // `enter_worker` and `leave_worker`).
+        let _ = STATE.try_with(|s| {
+            let (_, own) = s.own.get();
+            if !own.is_null() && s.current.get() == own {
+                s.current.set(ptr::null());
+            }
+            s.own.set((0, ptr::null()));
+        });
     }
 }
 
@@ -314,6 +321,44 @@ pub(crate) fn begin_detached(
     d.excluded_at_entry.set(s.excluded_ns.get());
     d.start_ticks.set(start.ticks);
     d.start_coarse.set(start.coarse);
+}
+
+/// Makes this thread's own scope for installation `own_key` (made by `make_own` the first time) current, as the
+/// thread starts running tasks (stable tokio's `on_thread_unpark`, which fires on worker threads only): blocking
+/// calls the thread makes inside a task until [`leave_worker`] are recorded in it (the scope records only calls
+/// made inside a task, see [`Scope::for_worker_threads`]). It is not a poll: nothing is timed. Does nothing while
+/// another scope is current (a runtime driven from inside a poll).
+#[cfg_attr(tokio_unstable, allow(dead_code))]
+pub(crate) fn enter_worker(own_key: usize, make_own: impl FnOnce() -> Scope) {
+    let s = state();
+    if !s.current.get().is_null() {
+        return;
+    }
+    let scope = match s.own.get() {
+        (key, own) if key == own_key && !own.is_null() => own,
+        _ => hold_own(s, own_key, make_own),
+    };
+    s.current.set(scope);
+}
+
+/// True when the current scope records only a task's calls (a worker thread's, [`enter_worker`]) and the thread is
+/// not running a task: the scheduler's own code between tasks.
+#[inline]
+pub(crate) fn between_tasks() -> bool {
+    let current = state().current.get();
+    // SAFETY: a non-null `current` points into a live scope (see `suspended` for why it is alive while current).
+    let tasks_only = unsafe { current.as_ref() }.is_some_and(ScopeShared::tasks_only);
+    tasks_only && tokio::task::try_id().is_none()
+}
+
+/// Leaves the scope [`enter_worker`] made current, as the thread parks (stable tokio's `on_thread_park`).
+#[cfg_attr(tokio_unstable, allow(dead_code))]
+pub(crate) fn leave_worker(own_key: usize) {
+    let s = state();
+    let (key, own) = s.own.get();
+    if key == own_key && !own.is_null() && s.current.get() == own {
+        s.current.set(ptr::null());
+    }
 }
 
 /// Ends the task poll [`begin_detached`] began (tokio's after-poll hook).
@@ -427,8 +472,10 @@ pub(crate) fn suspended<R>(f: impl FnOnce(Option<&ScopeShared>) -> R) -> R {
     // SAFETY: a non-null pointer in `current` was stored either by `enter` from a `&'a ScopeShared` whose
     // `Entered<'a>` guard is still alive further up this thread's stack (guards are only created and dropped in
     // strictly nested order inside blockcop, never leaked, and each restores the previous pointer on drop), or by
-    // `begin_detached` from a scope that `HELD` holds until `end_detached` has restored the previous pointer.
-    // Either way the scope outlives this call, and the reference handed to `f` cannot escape it.
+    // `begin_detached` from a scope that `HELD` holds until `end_detached` has restored the previous pointer, or by
+    // `enter_worker` from the thread's own scope, which `HELD` holds until it is replaced (only while `current` is
+    // null) or dropped as the thread exits (whose `Drop` clears `current` first). Either way the scope outlives this
+    // call, and the reference handed to `f` cannot escape it.
     let scope = unsafe { restore.current.as_ref() };
     f(scope)
 }

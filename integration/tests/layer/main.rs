@@ -752,3 +752,34 @@ async fn a_streamed_body_that_blocks_is_in_the_run_file_under_its_request() {
         assert_eq!((site.file.as_str(), site.line), ("integration/tests/layer/main.rs", line), "{v:?}");
     }
 }
+
+/// A task the handler spawns with `.blockcop_current()` blocks on the request's account, with or without
+/// `tokio_unstable`: the sleep is in the header at its line, and the task's slow poll would point at the spawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_spawned_with_blockcop_current_blocks_on_the_requests_account() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    use blockcop::InstrumentExt as _;
+    let line = line!() + 5;
+    let app = axum::Router::new().route(
+        "/spawn",
+        axum::routing::get(|| async {
+            let task = async {
+                std::thread::sleep(Duration::from_millis(2)); // blocks: clock_nanosleep
+                "done"
+            };
+            tokio::spawn(task.blockcop_current()).await.expect("task")
+        }),
+    );
+    let server = TestServer::spawn_with(app, on()).await.expect("serve");
+    let res = server.client().get("/spawn").expect_blocking().send().await;
+    assert_eq!(res.text(), "done");
+    let h = res.expect_violation(Level::High);
+    assert_eq!(
+        (h.first.event.as_str(), h.first.file_line()),
+        ("clock_nanosleep", Some(("integration/tests/layer/main.rs", line))),
+        "{h}"
+    );
+    assert_eq!(h.count, 1, "{h}");
+}

@@ -62,16 +62,63 @@ async fn check_wraps_a_tokio_test_body() {
     assert!(message.contains("warning[blocking/file]: `open64`"), "{message}");
 }
 
+/// Stable tokio (no `tokio_unstable`): `install` records the blocking calls made inside tasks polled on worker
+/// threads, with the task id and the call site, on both runtime flavors; not those of `spawn_blocking` closures,
+/// `block_in_place` closures, nor of `spawn_blocking` closures run later by a thread that gave its worker core away
+/// in `block_in_place`; not the runtime's own code between tasks, nor a `block_on` body.
 #[cfg(not(tokio_unstable))]
 #[test]
-fn without_tokio_unstable_install_says_which_rustflags_to_set() {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    let err = blockcop::runtime::install(&mut builder).expect_err("no task hooks in this build");
-    assert!(err.to_string().contains("RUSTFLAGS=\"--cfg tokio_unstable\""), "{err}");
+fn without_tokio_unstable_install_records_blocking_calls_inside_tasks() {
+    if !blockcop::is_interposing() {
+        return;
+    }
     assert!(!blockcop::runtime::hooks_available());
-    let panic = std::panic::catch_unwind(blockcop::runtime::new_multi_thread).expect_err("panics with the message");
-    let message = panic.downcast::<String>().map(|s| *s).unwrap_or_default();
-    assert!(message.contains("--cfg tokio_unstable"), "{message}");
+    let tiny = Duration::from_micros(1);
+    for flavor in [support::Flavor::CurrentThread, support::Flavor::MultiThread] {
+        let mut b = match flavor {
+            support::Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            support::Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        };
+        b.worker_threads(2).enable_all();
+        let config = Config::builder().enabled(true).build();
+        blockcop::runtime::Hooks::new(&config).install(&mut b).expect("stable tokio's thread hooks");
+        let rt = b.build().expect("runtime");
+        blockcop::runtime::drain();
+        let seen = blockcop::runtime::recent().len();
+        // Worker threads are covered from their first park on: at start-up, once they find nothing to do.
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        let line = line!() + 2;
+        let (id, ids) = rt.block_on(async move {
+            let task = tokio::spawn(async move { std::thread::sleep(tiny) }); // blocks: clock_nanosleep
+            let id = task.id();
+            task.await.expect("task");
+            std::thread::sleep(tiny); // the block_on body is not a task
+            let mut ids = vec![];
+            for _ in 0..20 {
+                tokio::task::spawn_blocking(move || std::thread::sleep(tiny)).await.expect("spawn_blocking");
+                if flavor == support::Flavor::MultiThread {
+                    let t = tokio::spawn(async move { tokio::task::block_in_place(|| std::thread::sleep(tiny)) });
+                    ids.push(t.id());
+                    t.await.expect("block_in_place");
+                }
+            }
+            (id, ids)
+        });
+        drop(rt);
+        blockcop::runtime::drain();
+        let sleeps: Vec<_> = blockcop::runtime::recent()
+            .into_iter()
+            .skip(seen)
+            .filter(|v| v.call_site.location().is_some_and(|l| l.file == "integration/tests/runtime/main.rs"))
+            .collect();
+        assert_eq!(sleeps.len(), 1, "{flavor:?}: {sleeps:#?}");
+        let v = &sleeps[0];
+        assert_eq!((v.event, v.level), ("clock_nanosleep", blockcop::Level::High), "{v}");
+        assert_eq!(v.call_site.location().map(|l| l.line), Some(line), "{v}");
+        let task = v.task.as_ref().expect("the task");
+        assert_eq!(task.id, Some(id.to_string().parse().expect("numeric id")), "{v}");
+        assert!(!ids.iter().any(|i| Some(i.to_string().parse().expect("id")) == task.id));
+    }
 }
 
 #[cfg(tokio_unstable)]
