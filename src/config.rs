@@ -49,21 +49,53 @@ pub const MAX_THRESHOLD_MS: u64 = 3_600_000;
 /// The largest per-scope cap `BLOCKCOP_MAX_VIOLATIONS` accepts.
 pub const MAX_VIOLATIONS_LIMIT: u64 = 1_000_000;
 
-/// A malformed `BLOCKCOP_*` value, or a run-file directory that cannot be used.
+/// A malformed `BLOCKCOP_*` value, a run-file directory that cannot be used, or a malformed entry of the
+/// configuration file (`blockcop.toml`).
 ///
+/// Displays as `invalid BLOCKCOP_SLOW_POLL_MS="abc": expected …` for a variable, and as
+/// `invalid blockcop.toml at /path/blockcop.toml:3: missing field `reason`; expected …` for the file.
 /// `Debug` prints the message too, so that `fn main() -> Result<(), Box<dyn Error>>` (or `-> Result<(),
 /// ConfigError>`) shows it as it is when `?` returns it.
-#[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {variable}={value:?}: expected {expected}")]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConfigError {
-    /// The environment variable, e.g. `BLOCKCOP_SLOW_POLL_MS`.
+    /// The environment variable, e.g. `BLOCKCOP_SLOW_POLL_MS`; for the configuration file, `blockcop.toml`.
     pub variable: &'static str,
-    /// The value it had (non-UTF-8 bytes replaced by U+FFFD).
+    /// The value it had (non-UTF-8 bytes replaced by U+FFFD); for the configuration file, what is wrong.
     pub value: String,
     /// The accepted form, and what failed when the value had it.
     pub expected: String,
+    /// For the configuration file: where, as `path:line` (line 0: the whole file).
+    pub location: Option<String>,
 }
+
+impl ConfigError {
+    pub(crate) fn variable(variable: &'static str, value: &str, expected: &str) -> ConfigError {
+        ConfigError { variable, value: value.to_owned(), expected: expected.to_owned(), location: None }
+    }
+
+    pub(crate) fn file(path: &str, line: usize, problem: &str, expected: &str) -> ConfigError {
+        ConfigError {
+            variable: crate::config_file::CONFIG_FILE_NAME,
+            value: problem.to_owned(),
+            expected: expected.to_owned(),
+            location: Some(if line == 0 { path.to_owned() } else { format!("{path}:{line}") }),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.location {
+            None => write!(f, "invalid {}={:?}: expected {}", self.variable, self.value, self.expected),
+            Some(at) => {
+                write!(f, "invalid {} at {at}: {}; expected {}", self.variable, self.value, self.expected)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl std::fmt::Debug for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,6 +137,7 @@ struct Settings {
     fail_severity: u32,
     max_violations_per_scope: usize,
     allowlist: Vec<String>,
+    allow_entries: Vec<crate::config_file::AllowEntry>,
     blocking_clients: Vec<String>,
     run_files: bool,
 }
@@ -127,6 +160,7 @@ impl Config {
                 fail_severity: DEFAULT_FAIL_SEVERITY,
                 max_violations_per_scope: DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
                 allowlist: DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
+                allow_entries: Vec::new(),
                 blocking_clients: crate::catalogue::BLOCKING_CLIENTS.iter().map(|s| (*s).to_owned()).collect(),
                 run_files: true,
             },
@@ -134,7 +168,9 @@ impl Config {
     }
 
     /// Reads the configuration from the environment: `RUST_TEST_BLOCKCOP`, `BLOCKCOP_SLOW_POLL_MS`,
-    /// `BLOCKCOP_STUCK_MS`, `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`. Unset (or empty) variables keep
+    /// `BLOCKCOP_STUCK_MS`, `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`; when enabled, also the allowlist
+    /// file (`BLOCKCOP_CONFIG`, else `blockcop.toml` in the workspace root, see
+    /// [`config_file`](crate::config_file)). Unset (or empty) variables keep
     /// their defaults. Values are read exactly as written: surrounding whitespace and signs (`+5`) are refused,
     /// not trimmed. When blockcop is enabled, this process's run file is created now, in `BLOCKCOP_REPORT_DIR` (see
     /// [`report::run`](crate::report::run)), so an unusable directory is an error at start-up.
@@ -142,16 +178,19 @@ impl Config {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the variable, its value and the accepted form when a `BLOCKCOP_*` value is
-    /// malformed, out of range or not UTF-8, and one naming `BLOCKCOP_REPORT_DIR` and the operation that failed
+    /// malformed, out of range or not UTF-8, one naming the file and line of a malformed allowlist entry, and one
+    /// naming `BLOCKCOP_REPORT_DIR` and the operation that failed
     /// when the run file cannot be created. `RUST_TEST_BLOCKCOP` never errors: a value that is not one of its
     /// words leaves blockcop off, with a warning on stderr.
     pub fn from_env() -> Result<Config, ConfigError> {
         let config = Self::from_os_lookup(|name| std::env::var_os(name))?;
         if config.is_enabled() && config.run_files() {
-            crate::report::run::open().map_err(|e| ConfigError {
-                variable: crate::report::run::ENV_REPORT_DIR,
-                value: e.dir.to_string_lossy().into_owned(),
-                expected: format!("a directory blockcop can create and write run files in ({e})"),
+            crate::report::run::open().map_err(|e| {
+                ConfigError::variable(
+                    crate::report::run::ENV_REPORT_DIR,
+                    &e.dir.to_string_lossy(),
+                    &format!("a directory blockcop can create and write run files in ({e})"),
+                )
             })?;
         }
         Ok(config)
@@ -192,6 +231,12 @@ impl Config {
         if let Some(v) = text(ENV_MAX_VIOLATIONS, COUNT_FORM)? {
             let n = parse_bounded(ENV_MAX_VIOLATIONS, &v, MAX_VIOLATIONS_LIMIT, COUNT_FORM)?;
             b = b.max_violations_per_scope(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        // The checked-in allowlist, only when blockcop is on (finding the workspace root reads the debug info).
+        if b.settings.enabled
+            && let Some((path, named)) = crate::config_file::locate(&lookup, crate::symbolize::workspace_root())
+        {
+            b.settings.allow_entries = crate::config_file::read(&path, named)?;
         }
         Ok(b.build())
     }
@@ -234,6 +279,12 @@ impl Config {
     /// Function-path prefixes below which blocking is allowed (the defaults are in [`DEFAULT_ALLOWLIST`]).
     pub fn allowlist(&self) -> &[String] {
         &self.inner.allowlist
+    }
+
+    /// The `[[allow]]` entries of the configuration file (`blockcop.toml`, see [`config_file`](crate::config_file)),
+    /// each with its reason and `path:line`; empty when there is none or blockcop is off.
+    pub fn allow_entries(&self) -> &[crate::config_file::AllowEntry] {
+        &self.inner.allow_entries
     }
 
     /// Function-path prefixes of synchronous database and network clients: a blocking call made through one of
@@ -380,7 +431,7 @@ fn warn_unknown_enable(value: &str) {
 
 /// A whole number from 1 to `max`, written with ASCII digits only.
 fn parse_bounded(variable: &'static str, v: &str, max: u64, expected: &str) -> Result<u64, ConfigError> {
-    let err = || ConfigError { variable, value: v.to_owned(), expected: expected.to_owned() };
+    let err = || ConfigError::variable(variable, v, expected);
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err());
     }
@@ -410,11 +461,9 @@ fn text_value(
         None => Ok(None),
         Some(Ok(v)) if v.is_empty() => Ok(None),
         Some(Ok(v)) => Ok(Some(v)),
-        Some(Err(v)) => Err(ConfigError {
-            variable,
-            value: v.to_string_lossy().into_owned(),
-            expected: format!("{expected} (the value is not UTF-8)"),
-        }),
+        Some(Err(v)) => {
+            Err(ConfigError::variable(variable, &v.to_string_lossy(), &format!("{expected} (the value is not UTF-8)")))
+        }
     }
 }
 
@@ -424,7 +473,7 @@ fn text_value(
 ///
 /// A [`ConfigError`] for `BLOCKCOP_FAIL_SEVERITY` when `v` is neither.
 pub fn parse_severity(v: &str) -> Result<u32, ConfigError> {
-    let err = || ConfigError { variable: ENV_FAIL_SEVERITY, value: v.to_owned(), expected: SEVERITY_FORM.to_owned() };
+    let err = || ConfigError::variable(ENV_FAIL_SEVERITY, v, SEVERITY_FORM);
     match v.to_ascii_lowercase().as_str() {
         "low" => Ok(Level::Low.min_severity()),
         "medium" => Ok(Level::Medium.min_severity()),

@@ -55,6 +55,7 @@
 mod catalogue;
 mod clock;
 mod config;
+pub mod config_file;
 mod header;
 mod instrument;
 mod intercept;

@@ -196,7 +196,7 @@ pub(crate) fn resolve(raws: Vec<RawViolation>, config: &Config, scope_id: u64) -
 fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Violation> {
     let root = workspace_root();
     let frames = frames_of(&raw.stack);
-    if allowed(&frames, raw.event.category, config) {
+    if allowed(&frames, raw.event, config) {
         return None;
     }
     // A slow poll whose every stack sample is inside tokio's own code (its blocking pool's spawn spinning on a
@@ -278,7 +278,7 @@ pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
     let mut tally: Vec<(Selection, usize)> = Vec::new();
     for sample in samples {
         let frames = frames_of(sample);
-        if allowed(&frames, crate::catalogue::Category::SlowPoll, config) {
+        if allowed(&frames, crate::catalogue::SLOW_POLL, config) {
             continue;
         }
         let sel = violation::select(&frames, &PATHS, root);
@@ -306,14 +306,18 @@ pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
 /// True when blocking is allowed here: a frame matches the allowlist (BlockHound's `allowBlockingCallsInside`),
 /// the call was made by a `spawn_blocking` closure, or it is a lock wait of tokio's own runtime (its internal locks
 /// are held for a few instructions).
-fn allowed(frames: &[Frame], category: Category, config: &Config) -> bool {
+fn allowed(frames: &[Frame], event: crate::catalogue::Event, config: &Config) -> bool {
     let matches = |f: &Frame| {
         f.function.as_deref().is_some_and(|name| config.allowlist().iter().any(|p| name.starts_with(p.as_str())))
     };
     if frames.iter().any(matches) || in_spawn_blocking(frames) {
         return true;
     }
-    category == Category::LockWait && violation::lock_owned_by_tokio(frames, &PATHS)
+    let functions = || frames.iter().filter_map(|f| f.function.as_deref());
+    if config.allow_entries().iter().any(|e| e.allows(event.name, event.category, functions())) {
+        return true;
+    }
+    event.category == Category::LockWait && violation::lock_owned_by_tokio(frames, &PATHS)
 }
 
 /// Whether a stack is a `spawn_blocking` closure's: it runs in the blocking pool's task type with no scheduler

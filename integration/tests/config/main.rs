@@ -142,3 +142,93 @@ fn question_mark_works_in_a_function_returning_io_result() {
         "{err}"
     );
 }
+
+/// A configuration read the way `from_env` reads it, with only `vars` set.
+fn config_with(vars: &[(&str, &str)]) -> Result<blockcop::Config, blockcop::ConfigError> {
+    let vars: std::collections::HashMap<String, String> =
+        vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    blockcop::Config::from_lookup(|name| vars.get(name).cloned())
+}
+
+/// Blocking made at start-up, which the allowlist file below allows for `statx` only.
+#[inline(never)]
+fn allowlisted_startup(path: &std::path::Path) -> u64 {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_micros(1));
+    len
+}
+
+#[test]
+fn an_allowlist_file_entry_allows_its_function_and_event_only() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("blockcop.toml");
+    std::fs::write(
+        &file,
+        "# the team's allowlist\n[[allow]]\nfunction = \"config::allowlisted_startup\"\nevent = \"statx\"\n\
+         reason = \"reads its own file once, at start-up\"\n",
+    )
+    .expect("write");
+    let run = |config: &blockcop::Config| {
+        let scope = blockcop::Scope::new(config);
+        scope.in_scope(|| allowlisted_startup(&file));
+        scope.take_violations().iter().map(|v| v.event).collect::<Vec<_>>()
+    };
+    let with_file = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_CONFIG", file.to_str().expect("utf-8"))])
+        .expect("a valid file");
+    let entries = with_file.allow_entries();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].reason, "reads its own file once, at start-up");
+    assert_eq!(entries[0].source, format!("{}:2", file.display()));
+    assert_eq!(run(&with_file), ["clock_nanosleep"]);
+    let without = config_with(&[("RUST_TEST_BLOCKCOP", "1")]).expect("no file");
+    assert_eq!(run(&without), ["statx", "clock_nanosleep"]);
+}
+
+#[test]
+fn malformed_allowlist_entries_name_the_file_the_line_and_the_form() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("blockcop.toml");
+    let check = |text: &str, line: usize, problem: &str| {
+        std::fs::write(&file, text).expect("write");
+        let err = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_CONFIG", file.to_str().expect("utf-8"))])
+            .expect_err("malformed");
+        let message = err.to_string();
+        let at = format!("invalid blockcop.toml at {}:{line}: {problem}", file.display());
+        assert!(message.starts_with(&at), "{message}\nwanted: {at}");
+        assert!(
+            message.contains("; expected [[allow]] entries with `function` (a function-path prefix) and "),
+            "{message}"
+        );
+        assert!(message.contains("`reason` (why)"), "{message}");
+    };
+    let good = "[[allow]]\nfunction = \"app::startup\"\nreason = \"once\"\n\n";
+    check(&format!("{good}[[allow]]\nfunction = \"app::cache\"\n"), 5, "missing field `reason`");
+    check(
+        &format!("{good}[[allow]]\nfunction = \"app::cache\"\nevent = \"open65\"\nreason = \"r\"\n"),
+        5,
+        "unknown event `open65`",
+    );
+    check(&format!("{good}[[allow]]\nfunction = \"app::cache\"\nreasons = \"r\"\n"), 7, "unknown field `reasons`");
+    check(&format!("{good}[[allow]]\nfunction = \"app::cache\"\nreason = \"  \"\n"), 5, "`reason` is empty");
+    check(
+        &format!("{good}[[allow]]\nfunction = \"app::cache\"\ncategory = \"disk\"\nreason = \"r\"\n"),
+        7,
+        "unknown variant `disk`",
+    );
+    check("[[allow]\nfunction = 1\n", 1, "");
+    // A file named by BLOCKCOP_CONFIG must exist; blockcop off reads no file at all.
+    let missing = dir.path().join("nope.toml");
+    let err = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_CONFIG", missing.to_str().expect("utf-8"))])
+        .expect_err("missing file");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "invalid BLOCKCOP_CONFIG={:?}: expected a readable TOML file (",
+            missing.display().to_string()
+        )),
+        "{err}"
+    );
+    assert!(config_with(&[("BLOCKCOP_CONFIG", missing.to_str().expect("utf-8"))]).is_ok());
+}
