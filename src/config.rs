@@ -237,6 +237,7 @@ impl Config {
             && let Some((path, named)) = crate::config_file::locate(&lookup, crate::symbolize::workspace_root())
         {
             b.settings.allow_entries = crate::config_file::read(&path, named)?;
+            crate::report::run::note_allowlist(&b.settings.allow_entries);
         }
         Ok(b.build())
     }

@@ -284,10 +284,13 @@ impl ScopeShared {
             return Violations::default();
         }
         crate::allow_blocking(|| {
-            let violations =
-                Violations { list: symbolize::resolve(records.list, &self.config, self.id), dropped: records.dropped };
+            let mut by_entries = Vec::new();
+            let list = symbolize::resolve(records.list, &self.config, self.id, &mut by_entries);
+            let violations = Violations { list, dropped: records.dropped };
             if self.config.run_files() {
-                run::append(run::records(&violations, &self.origin, self.id));
+                let mut out = run::records(&violations, &self.origin, self.id);
+                out.extend(run::allowed_records(&by_entries, self.config.allow_entries(), &self.origin, self.id));
+                run::append(out);
             }
             violations
         })

@@ -188,16 +188,36 @@ fn frames_at(ip: usize) -> Arc<[Frame]> {
     frames
 }
 
-/// Symbolizes and judges raw violations; allowlisted ones are left out.
-pub(crate) fn resolve(raws: Vec<RawViolation>, config: &Config, scope_id: u64) -> Vec<Violation> {
-    raws.into_iter().filter_map(|raw| resolve_one(raw, config, scope_id)).collect()
+/// Calls an entry of the allowlist file left out: the entry (its index in [`Config::allow_entries`]), the event
+/// and how many calls.
+pub(crate) type EntryAllowed = (usize, &'static str, u32);
+
+/// Symbolizes and judges raw violations; allowlisted ones are left out, and those an entry of the allowlist file
+/// left out are counted in `by_entries`.
+pub(crate) fn resolve(
+    raws: Vec<RawViolation>,
+    config: &Config,
+    scope_id: u64,
+    by_entries: &mut Vec<EntryAllowed>,
+) -> Vec<Violation> {
+    raws.into_iter().filter_map(|raw| resolve_one(raw, config, scope_id, by_entries)).collect()
 }
 
-fn resolve_one(raw: RawViolation, config: &Config, scope_id: u64) -> Option<Violation> {
+fn resolve_one(
+    raw: RawViolation,
+    config: &Config,
+    scope_id: u64,
+    by_entries: &mut Vec<EntryAllowed>,
+) -> Option<Violation> {
     let root = workspace_root();
     let frames = frames_of(&raw.stack);
-    if allowed(&frames, raw.event, config) {
-        return None;
+    match allowed(&frames, raw.event, config) {
+        Allowed::No => {}
+        Allowed::Builtin => return None,
+        Allowed::Entry(i) => {
+            by_entries.push((i, raw.event.name, raw.count));
+            return None;
+        }
     }
     // A slow poll whose every stack sample is inside tokio's own code (its blocking pool's spawn spinning on a
     // parking_lot lock, `sched_yield`) is the runtime's, not the user's.
@@ -278,7 +298,7 @@ pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
     let mut tally: Vec<(Selection, usize)> = Vec::new();
     for sample in samples {
         let frames = frames_of(sample);
-        if allowed(&frames, crate::catalogue::SLOW_POLL, config) {
+        if !matches!(allowed(&frames, crate::catalogue::SLOW_POLL, config), Allowed::No) {
             continue;
         }
         let sel = violation::select(&frames, &PATHS, root);
@@ -306,18 +326,30 @@ pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
 /// True when blocking is allowed here: a frame matches the allowlist (BlockHound's `allowBlockingCallsInside`),
 /// the call was made by a `spawn_blocking` closure, or it is a lock wait of tokio's own runtime (its internal locks
 /// are held for a few instructions).
-fn allowed(frames: &[Frame], event: crate::catalogue::Event, config: &Config) -> bool {
+fn allowed(frames: &[Frame], event: crate::catalogue::Event, config: &Config) -> Allowed {
     let matches = |f: &Frame| {
         f.function.as_deref().is_some_and(|name| config.allowlist().iter().any(|p| name.starts_with(p.as_str())))
     };
     if frames.iter().any(matches) || in_spawn_blocking(frames) {
-        return true;
+        return Allowed::Builtin;
     }
     let functions = || frames.iter().filter_map(|f| f.function.as_deref());
-    if config.allow_entries().iter().any(|e| e.allows(event.name, event.category, functions())) {
-        return true;
+    if let Some(i) = config.allow_entries().iter().position(|e| e.allows(event.name, event.category, functions())) {
+        return Allowed::Entry(i);
     }
-    event.category == Category::LockWait && violation::lock_owned_by_tokio(frames, &PATHS)
+    if event.category == Category::LockWait && violation::lock_owned_by_tokio(frames, &PATHS) {
+        return Allowed::Builtin;
+    }
+    Allowed::No
+}
+
+/// Whether, and by what, a violation is allowed.
+enum Allowed {
+    No,
+    /// By the allowlist of the configuration in code, a `spawn_blocking` closure, or tokio's own lock.
+    Builtin,
+    /// By this entry of the allowlist file.
+    Entry(usize),
 }
 
 /// Whether a stack is a `spawn_blocking` closure's: it runs in the blocking pool's task type with no scheduler

@@ -59,6 +59,10 @@ struct ReportArgs {
     /// Print each group's worst stack after its diagnostic (text format).
     #[arg(long)]
     stacks: bool,
+    /// Exit with status 1 when an entry of the allowlist file (`blockcop.toml`) allowed nothing in the run (it is
+    /// stale), as well as warning about it.
+    #[arg(long)]
+    deny_stale_allowlist: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -168,9 +172,16 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
         return 2;
     }
     let failing = summary.groups.iter().filter(|g| g.severity >= fail_severity).count();
+    let stale = summary.stale_allowlist_entries().count();
     if failing > 0 {
         let _ = writeln!(err, "blockcop: {failing} call site(s) reach the fail severity {fail_severity}");
-        return 1;
     }
-    0
+    if stale > 0 && args.deny_stale_allowlist {
+        let _ = writeln!(
+            err,
+            "blockcop: {stale} allowlist entr{} allowed nothing (--deny-stale-allowlist)",
+            if stale == 1 { "y" } else { "ies" }
+        );
+    }
+    u8::from(failing > 0 || (stale > 0 && args.deny_stale_allowlist))
 }

@@ -88,7 +88,86 @@ pub enum RecordBody {
         /// The workspace root of the crate that was built ([`crate::workspace_root`]); call sites inside it are
         /// relative to it, and `blockcop report` reads their source lines from it.
         workspace_root: Option<String>,
+        /// The entries of the allowlist file in force (see [`crate::config_file`]); absent when there were none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allowlist: Vec<AllowlistEntryRecord>,
     },
+    /// Calls an entry of the allowlist file left out (one line per scope, entry and event).
+    Allowed {
+        /// The entry, as `path:line` ([`AllowlistEntryRecord::source`]).
+        entry: String,
+        /// The event it allowed, e.g. `open64`.
+        event: String,
+        /// How many calls.
+        count: u64,
+    },
+}
+
+/// An entry of the allowlist file, as a run file's first line lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AllowlistEntryRecord {
+    /// Where the entry is written: `path:line`.
+    pub source: String,
+    /// The function-path prefix.
+    pub function: String,
+    /// Only this event, when given.
+    pub event: Option<String>,
+    /// Only this category, when given.
+    pub category: Option<crate::Category>,
+    /// Why blocking is allowed there.
+    pub reason: String,
+}
+
+/// The allowlist file's entries, for the first line of this process's run file: set when the file is read.
+static ALLOWLIST: OnceLock<Vec<AllowlistEntryRecord>> = OnceLock::new();
+
+/// Notes the allowlist file's entries for the run file's first line (the first configuration read wins).
+pub(crate) fn note_allowlist(entries: &[crate::config_file::AllowEntry]) {
+    let _ = ALLOWLIST.set(
+        entries
+            .iter()
+            .map(|e| AllowlistEntryRecord {
+                source: e.source.clone(),
+                function: e.function.clone(),
+                event: e.event.clone(),
+                category: e.category,
+                reason: e.reason.clone(),
+            })
+            .collect(),
+    );
+}
+
+/// The records of the calls entries of the allowlist file left out in one scope.
+pub(crate) fn allowed_records(
+    by_entries: &[crate::symbolize::EntryAllowed],
+    entries: &[crate::config_file::AllowEntry],
+    origin: &Origin,
+    scope_id: u64,
+) -> Vec<Record> {
+    let mut counts: Vec<(usize, &str, u64)> = Vec::new();
+    for &(i, event, n) in by_entries {
+        match counts.iter_mut().find(|(j, e, _)| *j == i && *e == event) {
+            Some((_, _, total)) => *total += u64::from(n),
+            None => counts.push((i, event, u64::from(n))),
+        }
+    }
+    let now = micros_since_epoch(SystemTime::now());
+    counts
+        .into_iter()
+        .filter_map(|(i, event, count)| {
+            Some(Record {
+                version: SCHEMA_VERSION,
+                body: RecordBody::Allowed { entry: entries.get(i)?.source.clone(), event: event.to_owned(), count },
+                request: origin.request.clone(),
+                task: origin.task.clone(),
+                test: origin.test.clone(),
+                scope_id,
+                pid: std::process::id(),
+                timestamp_us: now,
+            })
+        })
+        .collect()
 }
 
 /// A violation as written to a run file.
@@ -321,7 +400,10 @@ fn start_writer() -> Result<Writer, RunFileError> {
     // The first line says where the sources are, so a report read anywhere finds them.
     let run = Record {
         version: SCHEMA_VERSION,
-        body: RecordBody::Run { workspace_root: crate::workspace_root().map(|r| r.to_string_lossy().into_owned()) },
+        body: RecordBody::Run {
+            workspace_root: crate::workspace_root().map(|r| r.to_string_lossy().into_owned()),
+            allowlist: ALLOWLIST.get().cloned().unwrap_or_default(),
+        },
         request: None,
         task: None,
         test: None,
@@ -552,6 +634,8 @@ pub struct RunFiles {
     pub skipped: Vec<ReadError>,
     /// The workspace roots the files' `run` records name, each once, in the order first seen.
     pub roots: Vec<PathBuf>,
+    /// The allowlist file entries the files' `run` records list, each once (by `path:line`).
+    pub allowlist: Vec<AllowlistEntryRecord>,
 }
 
 /// What [`read_run_files_with`] found besides the records it handed on.
@@ -564,6 +648,8 @@ pub struct RunFilesRead {
     pub skipped: Vec<ReadError>,
     /// The workspace roots the files' `run` records name, each once, in the order first seen.
     pub roots: Vec<PathBuf>,
+    /// The allowlist file entries the files' `run` records list, each once (by `path:line`).
+    pub allowlist: Vec<AllowlistEntryRecord>,
 }
 
 /// Reads run files into memory; see [`read_run_files_with`], which hands records on one at a time instead.
@@ -574,7 +660,7 @@ pub struct RunFilesRead {
 pub fn read_run_files(paths: &[PathBuf]) -> Result<RunFiles, ReadError> {
     let mut records = Vec::new();
     let read = read_run_files_with(paths, |_, r| records.push(r))?;
-    Ok(RunFiles { records, files: read.files, skipped: read.skipped, roots: read.roots })
+    Ok(RunFiles { records, files: read.files, skipped: read.skipped, roots: read.roots, allowlist: read.allowlist })
 }
 
 /// Reads run files, handing each record to `each` with the index of its file in [`RunFilesRead::files`], in file
@@ -620,7 +706,7 @@ pub fn read_run_files_with(paths: &[PathBuf], mut each: impl FnMut(usize, Record
     }
     for (index, file) in out.files.iter().enumerate() {
         let reader = BufReader::new(File::open(file).map_err(|e| io(file, e))?);
-        read_file(file, reader, &mut out.skipped, &mut out.roots, |r| each(index, r))?;
+        read_file(file, reader, &mut out.skipped, &mut out.roots, &mut out.allowlist, |r| each(index, r))?;
     }
     Ok(out)
 }
@@ -648,6 +734,7 @@ fn read_file(
     mut reader: impl BufRead,
     skipped: &mut Vec<ReadError>,
     roots: &mut Vec<PathBuf>,
+    allowlist: &mut Vec<AllowlistEntryRecord>,
     mut each: impl FnMut(Record),
 ) -> Result<(), ReadError> {
     let mut stacks: HashMap<u64, InternedStack> = HashMap::new();
@@ -703,9 +790,14 @@ fn read_file(
             return Err(ReadError::UnknownVersion { file: file.to_path_buf(), line: number, found });
         }
         match record.body {
-            RecordBody::Run { workspace_root } => {
+            RecordBody::Run { workspace_root, allowlist: entries } => {
                 if let Some(root) = workspace_root.map(PathBuf::from).filter(|r| !roots.contains(r)) {
                     roots.push(root);
+                }
+                for entry in entries {
+                    if !allowlist.iter().any(|e: &AllowlistEntryRecord| e.source == entry.source) {
+                        allowlist.push(entry);
+                    }
                 }
             }
             RecordBody::Stack { id, frames, call_chain } => {
@@ -816,7 +908,8 @@ mod tests {
             }
             let (mut skipped, mut roots, mut records) = (Vec::new(), Vec::new(), 0);
             let file = Path::new("f.jsonl");
-            read_file(file, &input[..], &mut skipped, &mut roots, |_| records += 1).expect("no error for these");
+            read_file(file, &input[..], &mut skipped, &mut roots, &mut Vec::new(), |_| records += 1)
+                .expect("no error for these");
             prop_assert_eq!(records, good);
             let listed: Vec<usize> = skipped
                 .iter()

@@ -137,6 +137,30 @@ pub struct Summary {
     pub skipped: Vec<String>,
     /// The workspace roots the run files name: where their relative call sites' sources are.
     pub roots: Vec<std::path::PathBuf>,
+    /// The entries of the allowlist file the run files list, each with the calls it allowed in the run; an entry
+    /// that allowed none is stale.
+    pub allowlist: Vec<AllowlistUse>,
+    /// Calls allowed, by entry (`path:line`), until [`Summary::allowlist`] is made from them.
+    #[serde(skip)]
+    allowed_calls: HashMap<String, u64>,
+}
+
+/// An entry of the allowlist file and what it allowed in the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AllowlistUse {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: super::run::AllowlistEntryRecord,
+    /// The calls it allowed; 0 when it matched nothing in the run (stale).
+    pub allowed_calls: u64,
+}
+
+impl AllowlistUse {
+    /// Whether the entry matched nothing in the run.
+    pub fn is_stale(&self) -> bool {
+        self.allowed_calls == 0
+    }
 }
 
 /// The most distinct request targets a group lists; more are counted in [`Group::more_targets`].
@@ -161,6 +185,7 @@ struct Aggregate {
     completed: HashSet<(usize, u32, u64)>,
     records: u64,
     dropped: u64,
+    allowed_calls: HashMap<String, u64>,
 }
 
 impl Aggregate {
@@ -175,6 +200,7 @@ impl Aggregate {
             completed: HashSet::new(),
             records: 0,
             dropped: 0,
+            allowed_calls: HashMap::new(),
         }
     }
 
@@ -187,6 +213,10 @@ impl Aggregate {
             RecordBody::Violation(v) => v,
             RecordBody::Dropped { count } => {
                 self.dropped += count;
+                return;
+            }
+            RecordBody::Allowed { entry, count, .. } => {
+                *self.allowed_calls.entry(entry.clone()).or_default() += count;
                 return;
             }
             _ => return,
@@ -329,7 +359,13 @@ impl Aggregate {
                 .cmp(&(a.level, a.total_duration, a.severity))
                 .then_with(|| (a.call_site.to_string(), a.what()).cmp(&(b.call_site.to_string(), b.what())))
         });
-        Summary { groups, records: self.records, dropped: self.dropped, ..Summary::default() }
+        Summary {
+            groups,
+            records: self.records,
+            dropped: self.dropped,
+            allowed_calls: self.allowed_calls,
+            ..Summary::default()
+        }
     }
 }
 
@@ -345,7 +381,52 @@ impl Summary {
         s.files = run.files.len();
         s.skipped = run.skipped.iter().map(ToString::to_string).collect();
         s.roots = run.roots.clone();
+        s.attach_allowlist(&run.allowlist);
         s
+    }
+
+    /// The allowlist file's entries, each with the calls it allowed, and a warning for each stale one.
+    fn render_allowlist(&self, out: &mut String) {
+        if self.allowlist.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\nallowlist: {} entries", self.allowlist.len());
+        for u in &self.allowlist {
+            let e = &u.entry;
+            let only: Vec<String> = e.event.iter().cloned().chain(e.category.map(|c| c.to_string())).collect();
+            let only = if only.is_empty() { String::new() } else { format!(" ({})", only.join(", ")) };
+            if u.is_stale() {
+                let _ = writeln!(
+                    out,
+                    "warning: {}: `{}`{only} allowed nothing in this run: the entry is stale; remove it, or correct \
+                     its function path (reason: {})",
+                    e.source, e.function, e.reason
+                );
+            } else {
+                let calls = if u.allowed_calls == 1 { "call" } else { "calls" };
+                let _ = writeln!(
+                    out,
+                    "  {}: `{}`{only} allowed {} {calls} (reason: {})",
+                    e.source, e.function, u.allowed_calls, e.reason
+                );
+            }
+        }
+    }
+
+    /// Pairs the allowlist entries the run files list with the calls each allowed.
+    fn attach_allowlist(&mut self, entries: &[super::run::AllowlistEntryRecord]) {
+        self.allowlist = entries
+            .iter()
+            .map(|e| AllowlistUse {
+                entry: e.clone(),
+                allowed_calls: self.allowed_calls.get(&e.source).copied().unwrap_or(0),
+            })
+            .collect();
+    }
+
+    /// The entries of the allowlist file that matched nothing in the run.
+    pub fn stale_allowlist_entries(&self) -> impl Iterator<Item = &AllowlistUse> {
+        self.allowlist.iter().filter(|u| u.is_stale())
     }
 
     /// Reads run files and aggregates them as they are read, grouped `by`: memory grows with the groups (and the
@@ -361,6 +442,7 @@ impl Summary {
         s.files = read.files.len();
         s.skipped = read.skipped.iter().map(ToString::to_string).collect();
         s.roots = read.roots;
+        s.attach_allowlist(&read.allowlist);
         Ok(s)
     }
 
@@ -408,6 +490,7 @@ impl Summary {
             if self.dropped > 0 {
                 let _ = writeln!(out, "({} violations were dropped by per-scope caps)", self.dropped);
             }
+            self.render_allowlist(&mut out);
             return out;
         }
         let _ = writeln!(
@@ -478,6 +561,7 @@ impl Summary {
                 }
             }
         }
+        self.render_allowlist(&mut out);
         out
     }
 

@@ -232,3 +232,60 @@ fn malformed_allowlist_entries_name_the_file_the_line_and_the_form() {
     );
     assert!(config_with(&[("BLOCKCOP_CONFIG", missing.to_str().expect("utf-8"))]).is_ok());
 }
+
+/// The run file records which entry of the allowlist file allowed what; `blockcop report` lists each entry with the
+/// calls it allowed, warns about an entry that allowed nothing (stale), and fails on it with
+/// `--deny-stale-allowlist`.
+#[test]
+fn the_report_counts_each_allowlist_entry_and_warns_about_stale_ones() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("blockcop.toml");
+    std::fs::write(
+        &file,
+        "[[allow]]\nfunction = \"config_probe::startup_stat\"\nevent = \"statx\"\nreason = \"stats its own file once\"\n\n\
+         [[allow]]\nfunction = \"config_probe::removed_long_ago\"\nreason = \"code that is gone\"\n",
+    )
+    .expect("write");
+    let runs = dir.path().join("runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_config-probe"))
+        .args([std::ffi::OsStr::new("allowlisted"), file.as_os_str()])
+        .env("RUST_TEST_BLOCKCOP", "1")
+        .env("BLOCKCOP_REPORT_DIR", &runs)
+        .env("BLOCKCOP_CONFIG", &file)
+        .output()
+        .expect("run the probe");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "violations=0\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let report = |extra: &[&str]| {
+        let mut args = vec!["blockcop".to_owned(), "report".to_owned(), runs.display().to_string()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = blockcop::report::cli::run(args, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    };
+    let (code, text, _) = report(&[]);
+    assert_eq!(code, 0, "{text}");
+    let shown = file.display();
+    assert!(
+        text.contains(&format!(
+            "  {shown}:1: `config_probe::startup_stat` (statx) allowed 1 call (reason: stats its own file once)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "warning: {shown}:6: `config_probe::removed_long_ago` allowed nothing in this run: the entry is stale"
+        )),
+        "{text}"
+    );
+    let (code, _, err) = report(&["--deny-stale-allowlist"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("1 allowlist entry allowed nothing (--deny-stale-allowlist)"), "{err}");
+    let (_, json, _) = report(&["--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["allowlist"][0]["allowed_calls"], 1, "{json}");
+    assert_eq!(json["allowlist"][1]["allowed_calls"], 0, "{json}");
+    assert_eq!(json["allowlist"][1]["reason"], "code that is gone", "{json}");
+}
