@@ -69,8 +69,10 @@ impl TestServer {
                         let Ok((stream, _)) = accepted else { continue };
                         let service = TowerToHyperService::new(service.clone());
                         tokio::spawn(async move {
+                            // With upgrades: a WebSocket route gets its upgraded connection.
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
                                 .await;
                         });
                     }

@@ -292,6 +292,73 @@ mod hooks {
         assert!(late.is_some(), "the late stat is in the run file under GET /late");
     }
 
+    /// A WebSocket session: axum runs it in a task it spawns while the upgrade request is handled, so the session
+    /// inherits the request's scope, and what it blocks on reaches the run file under `GET /ws`, long after the
+    /// `101 Switching Protocols` response went out.
+    #[test]
+    fn a_websocket_session_stays_attributed_to_its_upgrade_request() {
+        use axum::extract::ws::{Message, WebSocketUpgrade};
+        use futures_util::{SinkExt as _, StreamExt as _};
+        if !blockcop::is_interposing() {
+            return;
+        }
+        let rt = runtime_with_hooks(support::Flavor::MultiThread);
+        let dir = tempfile::tempdir().expect("dir");
+        let probe = dir.path().join("session.txt");
+        std::fs::write(&probe, "x").expect("write");
+        let line = line!() + 9;
+        rt.block_on(async move {
+            let app = Router::new().route(
+                "/ws",
+                get(move |ws: WebSocketUpgrade| {
+                    let probe = probe.clone();
+                    async move {
+                        ws.on_upgrade(move |mut socket| async move {
+                            while let Some(Ok(Message::Text(text))) = socket.recv().await {
+                                let len = std::fs::metadata(&probe).map(|m| m.len()).unwrap_or(0); // blocks: statx
+                                let _ = socket.send(Message::Text(format!("{text} {len}").into())).await;
+                            }
+                        })
+                    }
+                }),
+            );
+            let server = TestServer::spawn_with(app, Config::builder().enabled(true).build()).await.expect("serve");
+            let url = format!("ws://{}/ws", server.addr());
+            let (mut ws, response) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+            assert_eq!(response.status(), 101);
+            for i in 0..3 {
+                ws.send(tokio_tungstenite::tungstenite::Message::text(i.to_string())).await.expect("send");
+                let echo = ws.next().await.expect("an echo").expect("a message");
+                assert_eq!(echo.into_text().expect("text").as_str(), format!("{i} 1"));
+            }
+            ws.close(None).await.expect("close");
+            // The session task ends, its inherited scope is released, and what it recorded is written.
+            while ws.next().await.is_some() {}
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        drop(rt);
+        assert!(blockcop::report::run::flush(Duration::from_secs(5)));
+        let file = blockcop::report::run::current_run_file().expect("a run file").to_path_buf();
+        let run = blockcop::report::run::read_run_files(&[file]).expect("read");
+        let stats: Vec<_> = run
+            .records
+            .iter()
+            .filter_map(|r| match &r.body {
+                blockcop::report::run::RecordBody::Violation(v)
+                    if v.event == "statx" && v.call_site.location().is_some_and(|l| l.line == line) =>
+                {
+                    Some((r, v))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stats.iter().map(|(_, v)| v.count).sum::<u32>(), 3, "{stats:#?}");
+        for (r, _) in stats {
+            let request = r.request.as_ref().expect("under the upgrade request");
+            assert_eq!((request.method.as_str(), request.path.as_str()), ("GET", "/ws"));
+        }
+    }
+
     #[test]
     fn a_task_polled_inside_another_runtimes_task_leaves_the_outer_poll_in_its_scope() {
         if !blockcop::is_interposing() {
