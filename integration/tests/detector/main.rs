@@ -275,40 +275,37 @@ fn slow_poll_site(instrumented_at: u32) -> (&'static str, u32) {
     }
 }
 
-fn slow_poll_moderate(flavor: Flavor) {
+/// Runs `work` of calibrated CPU time as one spawned, instrumented task; asserts it is one `slow_poll` at medium
+/// level found at the hot loop's line (see [`slow_poll_site`]), and returns it.
+fn one_moderate_slow_poll(flavor: Flavor, work: Duration) -> blockcop::Violation {
     let scope = Scope::new(&enabled());
     let line = line!() + 1;
-    // 30 ms of calibrated CPU work: about 20 to 60 ms of CPU time (a busy sibling hyperthread can halve the work
-    // per ns while the loop runs, or while it was calibrated; 45 ms of it was counted as 31–36 ms on CI and as over
-    // 100 ms here), so moderate (under ten times the 10 ms threshold) and well past the threshold.
-    let task = scope.instrument(scenarios::hash_inline(Duration::from_millis(30)));
+    let task = scope.instrument(scenarios::hash_inline(work));
     runtime(flavor).block_on(async move { tokio::spawn(task).await.expect("task") });
     let v = scope.take_violations();
     assert_eq!(v.list.len(), 1, "{}", describe(&v));
-    let hit = &v.list[0];
-    assert_eq!(hit.event, "slow_poll", "{hit}");
-    assert_eq!(hit.level, Level::Medium, "{hit}");
-    assert!(hit.duration >= Duration::from_millis(10) && hit.duration < Duration::from_millis(100), "{hit}");
+    let hit = v.list[0].clone();
+    assert_eq!((hit.event, hit.level), ("slow_poll", Level::Medium), "{hit}");
     let site = hit.call_site.location().expect("site");
     assert_eq!((site.file.as_str(), site.line), slow_poll_site(line), "{hit}");
+    hit
+}
+
+fn slow_poll_moderate(flavor: Flavor) {
+    // 30 ms of calibrated CPU work: about 20 to 60 ms of CPU time (a busy sibling hyperthread can halve the work
+    // per ns while the loop runs, or while it was calibrated; 45 ms of it was counted as 31–36 ms on CI and as over
+    // 100 ms here), so moderate (under ten times the 10 ms threshold) and well past the threshold.
+    let hit = one_moderate_slow_poll(flavor, Duration::from_millis(30));
+    assert!(hit.duration >= Duration::from_millis(10) && hit.duration < Duration::from_millis(100), "{hit}");
 }
 
 /// A poll only a little longer than the threshold (less than one watchdog tick past it) still gets the hot loop's
 /// line: the watchdog looks again when the poll reaches the threshold, and the poll's end keeps the sample the
 /// watchdog had no time to collect.
 fn slow_poll_just_past_the_threshold(flavor: Flavor) {
-    let scope = Scope::new(&enabled());
-    let line = line!() + 1;
     // 19 ms of calibrated CPU work: past the 10 ms threshold by less than one 10 ms tick on a quiet machine, where
     // fixed ticks alone (a look that sends the signal, the next that collects the sample) never found its line.
-    let task = scope.instrument(scenarios::hash_inline(Duration::from_millis(19)));
-    runtime(flavor).block_on(async move { tokio::spawn(task).await.expect("task") });
-    let v = scope.take_violations();
-    assert_eq!(v.list.len(), 1, "{}", describe(&v));
-    let hit = &v.list[0];
-    assert_eq!((hit.event, hit.level), ("slow_poll", Level::Medium), "{hit}");
-    let site = hit.call_site.location().expect("site");
-    assert_eq!((site.file.as_str(), site.line), slow_poll_site(line), "{hit}");
+    one_moderate_slow_poll(flavor, Duration::from_millis(19));
 }
 
 fn slow_poll_heavy(flavor: Flavor) {

@@ -456,22 +456,8 @@ async fn a_streamed_body_that_blocks_fails_the_request_at_its_line() {
     if !blockcop::is_interposing() {
         return;
     }
-    use futures_util::StreamExt;
     let dir = tempfile::tempdir().expect("dir");
-    let chunk = dir.path().join("chunk");
-    std::fs::write(&chunk, "0123456789").expect("write chunk");
-    let line = line!() + 6;
-    let app = axum::Router::new().route(
-        "/download",
-        axum::routing::get(move || {
-            let chunk = chunk.clone();
-            let chunks = futures_util::stream::iter(0..3).map(move |_| {
-                std::fs::read(&chunk) // blocks: open64
-            });
-            async move { axum::body::Body::from_stream(chunks) }
-        }),
-    );
-    let server = TestServer::spawn_with(app, on()).await.expect("serve");
+    let (server, line) = download_server(on(), dir.path()).await;
     let err = server.client().get("/download").try_send().await.expect_err("the body's std::fs::read fails it");
     let TestError::Blocking(failure) = &err else { panic!("{err}") };
     assert_eq!(failure.header.first.event, "open64", "{err}");

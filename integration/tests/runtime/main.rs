@@ -158,6 +158,13 @@ mod hooks {
         b.build().expect("runtime")
     }
 
+    /// This process's run file, read once everything handed to its writer is written.
+    fn this_process_run_file() -> blockcop::report::run::RunFiles {
+        assert!(blockcop::report::run::flush(Duration::from_secs(5)));
+        let file = blockcop::report::run::current_run_file().expect("a run file").to_path_buf();
+        blockcop::report::run::read_run_files(&[file]).expect("read")
+    }
+
     /// The drained task violations spawned at `file:line`.
     fn task_violations_spawned_at(line: u32) -> Vec<blockcop::Violation> {
         blockcop::runtime::drain();
@@ -282,9 +289,7 @@ mod hooks {
             tokio::time::sleep(Duration::from_millis(50)).await;
         });
         drop(rt);
-        assert!(blockcop::report::run::flush(Duration::from_secs(5)));
-        let file = blockcop::report::run::current_run_file().expect("a run file").to_path_buf();
-        let run = blockcop::report::run::read_run_files(&[file]).expect("read");
+        let run = this_process_run_file();
         let late = run.records.iter().find(|r| {
             r.request.as_ref().is_some_and(|q| q.path == "/late")
                 && matches!(&r.body, blockcop::report::run::RecordBody::Violation(v) if v.event == "statx")
@@ -337,9 +342,7 @@ mod hooks {
             tokio::time::sleep(Duration::from_millis(100)).await;
         });
         drop(rt);
-        assert!(blockcop::report::run::flush(Duration::from_secs(5)));
-        let file = blockcop::report::run::current_run_file().expect("a run file").to_path_buf();
-        let run = blockcop::report::run::read_run_files(&[file]).expect("read");
+        let run = this_process_run_file();
         let stats: Vec<_> = run
             .records
             .iter()
