@@ -75,8 +75,13 @@ impl ConfigError {
     }
 
     pub(crate) fn file(path: &str, line: usize, problem: &str, expected: &str) -> ConfigError {
+        ConfigError::in_file(crate::config_file::CONFIG_FILE_NAME, path, line, problem, expected)
+    }
+
+    /// An error in the file `name` (`blockcop.toml`, `blockcop-baseline.toml`) at `path`.
+    pub(crate) fn in_file(name: &'static str, path: &str, line: usize, problem: &str, expected: &str) -> ConfigError {
         ConfigError {
-            variable: crate::config_file::CONFIG_FILE_NAME,
+            variable: name,
             value: problem.to_owned(),
             expected: expected.to_owned(),
             location: Some(if line == 0 { path.to_owned() } else { format!("{path}:{line}") }),
@@ -138,6 +143,7 @@ struct Settings {
     max_violations_per_scope: usize,
     allowlist: Vec<String>,
     allow_entries: Vec<crate::config_file::AllowEntry>,
+    baseline: Arc<crate::baseline::Baseline>,
     blocking_clients: Vec<String>,
     run_files: bool,
 }
@@ -161,6 +167,7 @@ impl Config {
                 max_violations_per_scope: DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
                 allowlist: DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
                 allow_entries: Vec::new(),
+                baseline: Arc::default(),
                 blocking_clients: crate::catalogue::BLOCKING_CLIENTS.iter().map(|s| (*s).to_owned()).collect(),
                 run_files: true,
             },
@@ -170,7 +177,8 @@ impl Config {
     /// Reads the configuration from the environment: `RUST_TEST_BLOCKCOP`, `BLOCKCOP_SLOW_POLL_MS`,
     /// `BLOCKCOP_STUCK_MS`, `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`; when enabled, also the allowlist
     /// file (`BLOCKCOP_CONFIG`, else `blockcop.toml` in the workspace root, see
-    /// [`config_file`](crate::config_file)). Unset (or empty) variables keep
+    /// [`config_file`](crate::config_file)) and the baseline file (`BLOCKCOP_BASELINE`, else `blockcop-baseline.toml`
+    /// there, see [`baseline`](crate::baseline)). Unset (or empty) variables keep
     /// their defaults. Values are read exactly as written: surrounding whitespace and signs (`+5`) are refused,
     /// not trimmed. When blockcop is enabled, this process's run file is created now, in `BLOCKCOP_REPORT_DIR` (see
     /// [`report::run`](crate::report::run)), so an unusable directory is an error at start-up.
@@ -178,7 +186,8 @@ impl Config {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the variable, its value and the accepted form when a `BLOCKCOP_*` value is
-    /// malformed, out of range or not UTF-8, one naming the file and line of a malformed allowlist entry, and one
+    /// malformed, out of range or not UTF-8, one naming the file and line of a malformed allowlist or baseline entry
+    /// (or a `BLOCKCOP_BASELINE` file that cannot be read), and one
     /// naming `BLOCKCOP_REPORT_DIR` and the operation that failed
     /// when the run file cannot be created. `RUST_TEST_BLOCKCOP` never errors: a value that is not one of its
     /// words leaves blockcop off, with a warning on stderr.
@@ -239,6 +248,12 @@ impl Config {
             b.settings.allow_entries = crate::config_file::read(&path, named)?;
             crate::report::run::note_allowlist(&b.settings.allow_entries);
         }
+        // The checked-in baseline of known findings, likewise.
+        if b.settings.enabled
+            && let Some((path, named)) = crate::baseline::locate(&lookup, crate::symbolize::workspace_root())
+        {
+            b = b.baseline(crate::baseline::Baseline::read_from(&path, named)?);
+        }
         Ok(b.build())
     }
 
@@ -286,6 +301,12 @@ impl Config {
     /// each with its reason and `path:line`; empty when there is none or blockcop is off.
     pub fn allow_entries(&self) -> &[crate::config_file::AllowEntry] {
         &self.inner.allow_entries
+    }
+
+    /// The known findings of the baseline file (`blockcop-baseline.toml`, see [`baseline`](crate::baseline)): they
+    /// do not fail a request or test body. Empty when there is none or blockcop is off.
+    pub fn baseline(&self) -> &crate::baseline::Baseline {
+        &self.inner.baseline
     }
 
     /// Function-path prefixes of synchronous database and network clients: a blocking call made through one of
@@ -383,6 +404,13 @@ impl ConfigBuilder {
     /// `allowBlockingCallsInside`, e.g. `"my_app::startup::load_templates"`.
     pub fn allow_blocking_in(mut self, prefix: impl Into<String>) -> Self {
         self.settings.allowlist.push(prefix.into());
+        self
+    }
+
+    /// Known findings that do not fail a request or test body (see [`baseline`](crate::baseline)); by default,
+    /// none, or from the environment the baseline file.
+    pub fn baseline(mut self, baseline: crate::baseline::Baseline) -> Self {
+        self.settings.baseline = Arc::new(baseline);
         self
     }
 

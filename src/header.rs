@@ -1,7 +1,7 @@
 //! The `x-blocking-violations` header: one module renders and parses its grammar.
 //!
 //! ```text
-//! x-blocking-violations: count=<n>;severity=<score>;level=<low|medium|high>;first=<event>@<site>;worst=<event>@<site>[;from=<site>]
+//! x-blocking-violations: count=<n>;severity=<score>;level=<low|medium|high>[;known=<n>;new_severity=<score>];first=<event>@<site>;worst=<event>@<site>[;from=<site>]
 //! ```
 //!
 //! `<site>` is the call site `file:line` (the user's own line that made the blocking call), or `unknown`. `from`,
@@ -9,6 +9,8 @@
 //! (or task's) own line that led to a blocking call inside the app's helpers, where a `spawn_blocking` usually goes. `severity` is the request's score, the sum of the weights of
 //! its calls ([`Violations::severity`]), and `level` its level. `count` counts the request's calls that weigh something
 //! (consecutive identical calls, merged into one record, count one by one), plus those the per-scope cap dropped.
+//! `known` and `new_severity`, present together when the baseline ([`crate::baseline`]) knows some of the calls:
+//! how many calls it knows, and the score of the others, which the test harness compares with the fail severity.
 //! `first` is the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial
 //! violations (console output) never make a header on their own and are never `first` or `worst`. Inside fields, bytes
 //! outside visible ASCII and the characters `%`, `;`, `=`, `@` are percent-encoded, so the value is always a valid
@@ -21,6 +23,7 @@ use http::HeaderValue;
 use http::header::HeaderName;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use crate::baseline::Baseline;
 use crate::violation::{Frame, Level, Violation, Violations};
 
 /// `x-blocking-violations`.
@@ -88,6 +91,18 @@ pub struct ViolationsHeader {
     /// The outermost user frame of `worst`'s call chain as `file:line`, when it differs from `worst`'s site: the
     /// handler's own line. [`Violation::call_chain`] has the whole chain.
     pub from: Option<String>,
+    /// The calls the baseline knows, when there are some.
+    pub known: Option<KnownCalls>,
+}
+
+/// A request's calls the baseline knows ([`crate::baseline`]): the `known` and `new_severity` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KnownCalls {
+    /// How many of the request's counted calls the baseline knows.
+    pub calls: u64,
+    /// The score of the calls it does not know: what fails a request.
+    pub new_severity: u32,
 }
 
 /// Why a header value did not parse: where, and what was expected there.
@@ -110,6 +125,12 @@ impl ViolationsHeader {
     /// violations (console output) never make a header on their own, are not counted and are never `first` or
     /// `worst`; they stay in the run file.
     pub fn from_violations(violations: &Violations) -> Option<ViolationsHeader> {
+        ViolationsHeader::from_violations_with(violations, &Baseline::default())
+    }
+
+    /// As [`from_violations`](Self::from_violations), with [`known`](Self::known) set when `baseline` knows some
+    /// of the calls.
+    pub fn from_violations_with(violations: &Violations, baseline: &Baseline) -> Option<ViolationsHeader> {
         let first = violations.weighted().next();
         let worst = violations.weighted().rev().max_by_key(|v| v.weight);
         let from = worst
@@ -126,6 +147,10 @@ impl ViolationsHeader {
         };
         let from = from.filter(|f| *f != worst.site);
         let severity = violations.severity();
+        let known_calls: u64 =
+            violations.weighted().filter(|v| baseline.knows(v)).map(|v| u64::from(v.count.max(1))).sum();
+        let known = (known_calls > 0)
+            .then(|| KnownCalls { calls: known_calls, new_severity: baseline.new_severity(violations) });
         Some(ViolationsHeader {
             count: violations.weighted().map(|v| u64::from(v.count)).sum::<u64>() + violations.dropped,
             severity,
@@ -133,12 +158,22 @@ impl ViolationsHeader {
             first,
             worst,
             from,
+            known,
         })
+    }
+
+    /// The score the test harness compares with the fail severity: that of the calls the baseline does not know
+    /// ([`KnownCalls::new_severity`]), the whole [`severity`](Self::severity) when it knows none.
+    pub fn new_severity(&self) -> u32 {
+        self.known.map_or(self.severity, |k| k.new_severity)
     }
 
     /// Renders the value: always valid as a `HeaderValue`, at most [`MAX_HEADER_LEN`] bytes.
     pub fn render(&self) -> String {
-        let head = format!("count={};severity={};level={}", self.count, self.severity, self.level);
+        let mut head = format!("count={};severity={};level={}", self.count, self.severity, self.level);
+        if let Some(k) = self.known {
+            head.push_str(&format!(";known={};new_severity={}", k.calls, k.new_severity));
+        }
         let site = |site: &str, room: usize| {
             let site = utf8_percent_encode(site, FIELD).to_string();
             if site.len() <= room { site } else { format!("..{}", cut_left(&site, room.saturating_sub(2))) }
@@ -183,7 +218,7 @@ impl ViolationsHeader {
             return err(i, "visible ASCII (other bytes are percent-encoded)");
         }
         let (mut count, mut severity, mut level, mut first, mut worst) = (None, None, None, None, None);
-        let mut from = None;
+        let (mut from, mut known, mut new_severity) = (None, None, None);
         let mut pos = 0;
         for field in value.split(';') {
             let start = pos;
@@ -220,6 +255,14 @@ impl ViolationsHeader {
                     slot_taken(from.is_some())?;
                     from = Some(parse_site(raw, at)?);
                 }
+                "known" => {
+                    slot_taken(known.is_some())?;
+                    known = Some(raw.parse::<u64>().or_else(|_| err(at, "a whole number for `known`"))?);
+                }
+                "new_severity" => {
+                    slot_taken(new_severity.is_some())?;
+                    new_severity = Some(raw.parse::<u32>().or_else(|_| err(at, "a whole number for `new_severity`"))?);
+                }
                 _ => {}
             }
         }
@@ -231,6 +274,12 @@ impl ViolationsHeader {
             let at = value.find("level=").map_or(end, |i| i + "level=".len());
             return err(at, format!("level `{}` for severity {severity}", Level::of(severity)));
         }
+        let known = match (known, new_severity) {
+            (Some(calls), Some(new_severity)) => Some(KnownCalls { calls, new_severity }),
+            (None, None) => None,
+            (Some(_), None) => return Err(missing("new_severity` field beside the `known")),
+            (None, Some(_)) => return Err(missing("known` field beside the `new_severity")),
+        };
         Ok(ViolationsHeader {
             count: count.ok_or_else(|| missing("count"))?,
             severity,
@@ -238,6 +287,7 @@ impl ViolationsHeader {
             first: first.ok_or_else(|| missing("first"))?,
             worst: worst.ok_or_else(|| missing("worst"))?,
             from,
+            known,
         })
     }
 }
@@ -333,7 +383,23 @@ mod tests {
             first: HeaderEntry::new("open64", "test-apps/notes/src/handlers.rs:41"),
             worst: HeaderEntry::new("clock_nanosleep", "test-apps/notes/src/handlers.rs:88"),
             from: None,
+            known: None,
         }
+    }
+
+    #[test]
+    fn known_calls_render_after_the_level_and_parse_back_only_as_a_pair() {
+        let h = ViolationsHeader { known: Some(KnownCalls { calls: 2, new_severity: 10 }), ..sample() };
+        let rendered = h.render();
+        assert!(rendered.starts_with("count=3;severity=50;level=high;known=2;new_severity=10;first="), "{rendered}");
+        assert_eq!(ViolationsHeader::parse(&rendered).unwrap(), h);
+        assert_eq!(h.new_severity(), 10);
+        assert_eq!(sample().new_severity(), 50);
+        let half = rendered.replace(";new_severity=10", "");
+        let e = ViolationsHeader::parse(&half).unwrap_err();
+        assert_eq!((e.position, e.expected.as_str()), (half.len(), "a `new_severity` field beside the `known` field"));
+        let e = ViolationsHeader::parse(&rendered.replace("known=2", "known=two")).unwrap_err();
+        assert_eq!((e.position, e.expected.as_str()), (37, "a whole number for `known`"));
     }
 
     #[test]
@@ -356,6 +422,7 @@ mod tests {
             first: HeaderEntry::new("we;ird=ev@nt", "src/dir with space/é.rs:7"),
             worst: HeaderEntry::new("write", "unknown"),
             from: None,
+            known: None,
         };
         let rendered = odd.render();
         assert!(rendered.contains("we%3Bird%3Dev%40nt@src/dir%20with%20space/%C3%A9.rs:7"), "{rendered}");
@@ -498,6 +565,7 @@ mod tests {
             first_file in "\\PC{1,400}",
             worst_file in "[a-z/]{1,30}|\\PC{1,400}",
             from_file in proptest::option::of("\\PC{1,300}"),
+            known in proptest::option::of((proptest::num::u64::ANY, proptest::num::u32::ANY)),
             lines: [u32; 3],
             worst_unknown: bool,
         ) {
@@ -509,6 +577,7 @@ mod tests {
                 first: HeaderEntry::new(first_event, format!("{first_file}:{}", lines[0])),
                 worst: HeaderEntry::new(worst_event, worst_site),
                 from: from_file.map(|f| format!("{f}:{}", lines[2])),
+                known: known.map(|(calls, new_severity)| KnownCalls { calls, new_severity }),
             };
             let rendered = h.render();
             proptest::prop_assert!(rendered.len() <= MAX_HEADER_LEN);
@@ -517,6 +586,7 @@ mod tests {
                 proptest::test_runner::TestCaseError::fail(format!("{e}: {rendered}"))
             })?;
             proptest::prop_assert_eq!((back.count, back.severity, back.level), (h.count, h.severity, h.level));
+            proptest::prop_assert_eq!(back.known, h.known);
             let kept = |original: &str, parsed: &str| {
                 parsed == original
                     || parsed.strip_prefix("..").is_some_and(|tail| original.ends_with(tail) && tail.contains(':'))

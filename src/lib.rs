@@ -52,6 +52,7 @@
 // Without the interposer, the recording half of the crate has no caller; it stays compiled so both builds share it.
 #![cfg_attr(not(all(feature = "intercept", target_os = "linux", target_env = "gnu")), allow(dead_code))]
 
+pub mod baseline;
 mod catalogue;
 mod clock;
 mod config;
@@ -78,7 +79,8 @@ pub use config::{
     ENV_SLOW_POLL_MS, ENV_STUCK_MS, MAX_THRESHOLD_MS, MAX_VIOLATIONS_LIMIT, init, parse_severity,
 };
 pub use header::{
-    HeaderEntry, HeaderParseError, MAX_HEADER_LEN, ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS,
+    HeaderEntry, HeaderParseError, KnownCalls, MAX_HEADER_LEN, ViolationsHeader, X_BLOCKCOP_REQUEST_ID,
+    X_BLOCKING_VIOLATIONS,
 };
 pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;

@@ -67,22 +67,27 @@ pub fn check<F: Future>(body: F) -> impl Future<Output = F::Output> {
 }
 
 fn fail_if_blocking(violations: &Violations, config: &Config, caller: &'static Location<'static>) {
-    if violations.is_empty() || violations.severity() < config.fail_severity() {
+    let baseline = config.baseline();
+    let severity = baseline.new_severity(violations);
+    if violations.is_empty() || severity < config.fail_severity() {
         return;
     }
     let renderer = TextRenderer::new(Style::for_stderr()).with_stack(true);
+    let (known, mut list): (Vec<_>, Vec<_>) = violations.iter().partition(|v| baseline.knows(v));
+    let of = if known.is_empty() { "" } else { " of the calls not in the baseline" };
     let mut report = format!(
-        "blockcop: the test body at {caller} blocked a tokio worker: severity {} ({}) reaches the fail severity {} \
-         (BLOCKCOP_FAIL_SEVERITY)\n\n",
-        violations.severity(),
-        violations.level(),
+        "blockcop: the test body at {caller} blocked a tokio worker: severity {severity} ({}){of} reaches the fail \
+         severity {} (BLOCKCOP_FAIL_SEVERITY)\n\n",
+        crate::violation::Level::of(severity),
         config.fail_severity()
     );
-    let mut list: Vec<_> = violations.iter().collect();
     list.sort_by_key(|v| std::cmp::Reverse(v.weight));
     for v in list {
         report.push_str(&renderer.render(v, Some("test body")));
         report.push('\n');
+    }
+    if !known.is_empty() {
+        report.push_str(&format!("({} known violation record(s) of the baseline not shown)\n", known.len()));
     }
     if violations.dropped > 0 {
         report.push_str(&format!("({} more violations were dropped by the per-scope cap)\n", violations.dropped));

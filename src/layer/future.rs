@@ -83,7 +83,7 @@ where
         };
         let header = info
             .report(&scope, registry::store)
-            .and_then(|record| ViolationsHeader::from_violations(&record.violations));
+            .and_then(|record| ViolationsHeader::from_violations_with(&record.violations, scope.config().baseline()));
         Poll::Ready(result.map(|mut response| {
             let headers = response.headers_mut();
             if let Some(header) = header {

@@ -3,14 +3,25 @@
 //!
 //! ```text
 //! blockcop report [PATH...] [--format text|json|sarif] [--fail-severity N|low|medium|high] [--root DIR]
-//!                 [--by api|syscall] [--stacks]
+//!                 [--by api|syscall] [--stacks] [--deny-stale-allowlist] [--baseline FILE] [--deny-fixed-baseline]
+//! blockcop baseline write [PATH...] [--baseline FILE]
+//! blockcop baseline prune [PATH...] [--baseline FILE]
 //! ```
 //!
+//! The baseline file ([`crate::baseline`]) is `--baseline FILE`, else `BLOCKCOP_BASELINE`, else
+//! `blockcop-baseline.toml` in the workspace root the run files record (or the current directory). `report` reads it
+//! when it exists: known groups are listed but do not fail, fixed entries are listed with the command that removes
+//! them. `baseline write` records every group of the run, replacing the file; `baseline prune` only removes the
+//! entries the run no longer finds.
+//!
 //! Exit status:
-//! - 0: no group reaches the fail severity (a clean run included: run files that hold no violation).
-//! - 1: some group reaches `--fail-severity` (default `BLOCKCOP_FAIL_SEVERITY`, else medium, as the harness).
+//! - 0: no group the baseline does not know reaches the fail severity (a clean run included: run files that hold no
+//!   violation); `baseline write` and `prune`: the file was written.
+//! - 1: some new group reaches `--fail-severity` (default `BLOCKCOP_FAIL_SEVERITY`, else medium, as the harness);
+//!   or, asked to deny them, a stale allowlist entry or a fixed baseline entry.
 //! - 2: the report could not be made: bad arguments or a malformed `BLOCKCOP_FAIL_SEVERITY`, a path that does not
-//!   exist or cannot be read, no run file at all under the paths, or a run file of a newer schema.
+//!   exist or cannot be read, no run file at all under the paths, a run file of a newer schema, a malformed
+//!   baseline file (named with the line), or a baseline file that cannot be written.
 //!
 //! Lines that are not records (not UTF-8, not JSON, truncated) and entries that are not regular files (FIFOs,
 //! sockets) are skipped with a warning naming them (`file:line`), never the rest of the input.
@@ -21,6 +32,7 @@ use std::path::PathBuf;
 
 use super::run::{ReadError, report_dir};
 use super::{GroupBy, Style, Summary, TextRenderer};
+use crate::baseline::{BASELINE_FILE_NAME, Baseline, ENV_BASELINE};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -34,6 +46,28 @@ struct Cli {
 enum Command {
     /// Aggregates run files by call site and blocking API, ranked by level then total blocked time.
     Report(ReportArgs),
+    /// Writes or prunes the baseline of known findings (`blockcop-baseline.toml`).
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// Records every finding of the run as known, replacing the baseline file.
+    Write(BaselineArgs),
+    /// Removes the baseline entries the run no longer finds (fixed); adds nothing.
+    Prune(BaselineArgs),
+}
+
+#[derive(clap::Args)]
+struct BaselineArgs {
+    /// Run files or directories of them. By default, the run-file directory (`BLOCKCOP_REPORT_DIR`, else
+    /// `target/blockcop`).
+    paths: Vec<PathBuf>,
+    /// The baseline file. By default, `BLOCKCOP_BASELINE`, else `blockcop-baseline.toml` in the workspace root the
+    /// run files record (or the current directory).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -63,6 +97,14 @@ struct ReportArgs {
     /// stale), as well as warning about it.
     #[arg(long)]
     deny_stale_allowlist: bool,
+    /// The baseline file of known findings. By default, `BLOCKCOP_BASELINE`, else `blockcop-baseline.toml` in the
+    /// workspace root the run files record (or the current directory), when it exists.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Exit with status 1 when an entry of the baseline matched nothing in the run (it is fixed), as well as listing
+    /// it: keeps the file shrinking.
+    #[arg(long)]
+    deny_fixed_baseline: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,7 +141,10 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    let Command::Report(args) = cli.command;
+    let args = match cli.command {
+        Command::Report(args) => args,
+        Command::Baseline(command) => return baseline(command, err),
+    };
     let fail_severity = match args.fail_severity {
         Some(severity) => severity,
         // As the test harness: BLOCKCOP_FAIL_SEVERITY, else medium.
@@ -111,42 +156,22 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
             }
         },
     };
-    let defaulted = args.paths.is_empty();
-    let paths = if defaulted { vec![report_dir()] } else { args.paths };
     let by = match args.by {
         By::Api => GroupBy::Api,
         By::Syscall => GroupBy::Event,
     };
-    let mut summary = match Summary::read(&paths, by) {
-        Ok(summary) => summary,
-        Err(ReadError::NotFound { file }) if defaulted => {
-            let _ = writeln!(
-                err,
-                "blockcop: no run files: {} does not exist. Every process blockcop is enabled in writes one there \
-                 (RUST_TEST_BLOCKCOP=1 on the tests; {} moves it); name another directory with `blockcop report DIR`",
-                file.display(),
-                crate::report::run::ENV_REPORT_DIR,
-            );
-            return 2;
+    let Some(mut summary) = read_summary(args.paths, by, err) else { return 2 };
+    // A baseline named by --baseline or BLOCKCOP_BASELINE must exist; the default one is read when it does.
+    let named = args.baseline.is_some() || std::env::var_os(ENV_BASELINE).is_some_and(|v| !v.is_empty());
+    let path = baseline_path(args.baseline, &summary);
+    if named || path.is_file() {
+        match Baseline::read(&path) {
+            Ok(baseline) => summary.apply_baseline(&baseline),
+            Err(e) => {
+                let _ = writeln!(err, "blockcop: {e}");
+                return 2;
+            }
         }
-        Err(e) => {
-            let _ = writeln!(err, "blockcop: {e}");
-            return 2;
-        }
-    };
-    for skipped in &summary.skipped {
-        let _ = writeln!(err, "blockcop: warning: {skipped}");
-    }
-    // Skipped lines and files went to `err`; keep `out` for the report.
-    summary.skipped.clear();
-    if summary.files == 0 {
-        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        let _ = writeln!(
-            err,
-            "blockcop: no run files (*.jsonl) in {}: was RUST_TEST_BLOCKCOP=1 set where the tests ran?",
-            shown.join(", ")
-        );
-        return 2;
     }
     let written = match args.format {
         Format::Text => {
@@ -171,10 +196,20 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
         let _ = writeln!(err, "blockcop: writing the report failed: {e}");
         return 2;
     }
-    let failing = summary.groups.iter().filter(|g| g.severity >= fail_severity).count();
+    let failing = summary.new_groups().filter(|g| g.severity >= fail_severity).count();
     let stale = summary.stale_allowlist_entries().count();
+    let fixed = summary.baseline.as_ref().map_or(0, |b| b.fixed.len());
     if failing > 0 {
-        let _ = writeln!(err, "blockcop: {failing} call site(s) reach the fail severity {fail_severity}");
+        let new = if summary.baseline.is_some() { "new " } else { "" };
+        let _ = writeln!(err, "blockcop: {failing} {new}call site(s) reach the fail severity {fail_severity}");
+    }
+    if fixed > 0 && args.deny_fixed_baseline {
+        let _ = writeln!(
+            err,
+            "blockcop: {fixed} baseline entr{} matched nothing (--deny-fixed-baseline): `blockcop baseline prune` \
+             removes them",
+            if fixed == 1 { "y" } else { "ies" }
+        );
     }
     if stale > 0 && args.deny_stale_allowlist {
         let _ = writeln!(
@@ -183,5 +218,86 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
             if stale == 1 { "y" } else { "ies" }
         );
     }
-    u8::from(failing > 0 || (stale > 0 && args.deny_stale_allowlist))
+    u8::from(failing > 0 || (stale > 0 && args.deny_stale_allowlist) || (fixed > 0 && args.deny_fixed_baseline))
+}
+
+/// Reads and aggregates the run files under `paths` (the run-file directory when empty), reporting skipped lines
+/// and files to `err`; `None`, after saying why on `err`, when there is no report to make.
+fn read_summary(paths: Vec<PathBuf>, by: GroupBy, err: &mut dyn Write) -> Option<Summary> {
+    let defaulted = paths.is_empty();
+    let paths = if defaulted { vec![report_dir()] } else { paths };
+    let mut summary = match Summary::read(&paths, by) {
+        Ok(summary) => summary,
+        Err(ReadError::NotFound { file }) if defaulted => {
+            let _ = writeln!(
+                err,
+                "blockcop: no run files: {} does not exist. Every process blockcop is enabled in writes one there \
+                 (RUST_TEST_BLOCKCOP=1 on the tests; {} moves it); name another directory with `blockcop report DIR`",
+                file.display(),
+                crate::report::run::ENV_REPORT_DIR,
+            );
+            return None;
+        }
+        Err(e) => {
+            let _ = writeln!(err, "blockcop: {e}");
+            return None;
+        }
+    };
+    for skipped in &summary.skipped {
+        let _ = writeln!(err, "blockcop: warning: {skipped}");
+    }
+    // Skipped lines and files went to `err`; keep `out` for the report.
+    summary.skipped.clear();
+    if summary.files == 0 {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let _ = writeln!(
+            err,
+            "blockcop: no run files (*.jsonl) in {}: was RUST_TEST_BLOCKCOP=1 set where the tests ran?",
+            shown.join(", ")
+        );
+        return None;
+    }
+    Some(summary)
+}
+
+/// The baseline file: `given`, else `BLOCKCOP_BASELINE`, else `blockcop-baseline.toml` in the first workspace root
+/// the run files record, else in the current directory.
+fn baseline_path(given: Option<PathBuf>, summary: &Summary) -> PathBuf {
+    given
+        .or_else(|| std::env::var_os(ENV_BASELINE).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| summary.roots.first().map_or_else(PathBuf::new, Clone::clone).join(BASELINE_FILE_NAME))
+}
+
+/// `blockcop baseline write|prune`.
+fn baseline(command: BaselineCommand, err: &mut dyn Write) -> u8 {
+    let (args, prune) = match command {
+        BaselineCommand::Write(args) => (args, false),
+        BaselineCommand::Prune(args) => (args, true),
+    };
+    let Some(mut summary) = read_summary(args.paths, GroupBy::Api, err) else { return 2 };
+    let path = baseline_path(args.baseline, &summary);
+    let (baseline, said) = if prune {
+        let old = match Baseline::read(&path) {
+            Ok(old) => old,
+            Err(e) => {
+                let _ = writeln!(err, "blockcop: {e}");
+                return 2;
+            }
+        };
+        summary.apply_baseline(&old);
+        let fixed = summary.baseline.as_ref().map(|b| b.fixed.clone()).unwrap_or_default();
+        let kept = old.entries().iter().filter(|e| !fixed.contains(e)).cloned();
+        let said = format!("removed {} fixed entr{}", fixed.len(), if fixed.len() == 1 { "y" } else { "ies" });
+        (Baseline::new(kept), said)
+    } else {
+        let baseline = summary.to_baseline();
+        let n = baseline.entries().len();
+        (baseline, format!("recorded {n} known finding{}", if n == 1 { "" } else { "s" }))
+    };
+    if let Err(e) = std::fs::write(&path, baseline.to_toml()) {
+        let _ = writeln!(err, "blockcop: cannot write the baseline file {}: {e}", path.display());
+        return 2;
+    }
+    let _ = writeln!(err, "blockcop: {}: {said}; {} entries", path.display(), baseline.entries().len());
+    0
 }

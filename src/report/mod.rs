@@ -9,7 +9,7 @@ pub mod sarif;
 mod summary;
 mod text;
 
-pub use summary::{Group, GroupBy, MAX_TARGETS_LISTED, Summary};
+pub use summary::{BaselineComparison, BaselineState, Group, GroupBy, MAX_TARGETS_LISTED, Summary};
 pub(crate) use text::format_duration;
 pub use text::{Style, TextRenderer};
 

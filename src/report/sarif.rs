@@ -3,14 +3,19 @@
 //! that GitHub code scanning annotates the line. The user's call chain that led to the call site (the handler's
 //! line first) is in `relatedLocations`, linked from the message, and in a `codeFlows` thread flow, outermost first
 //! and ending at the call site, which GitHub shows as the alert's path.
+//!
+//! With a baseline ([`Summary::apply_baseline`]), every result has a `baselineState`: `new`, or `unchanged` for a
+//! known finding, which also carries an external suppression naming the baseline file; each fixed entry is a
+//! result of its own with `baselineState: absent` (kind `pass`, level `none`, no location: its line may be gone).
 
 use serde_sarif::sarif::{
     ArtifactLocation, CodeFlow, Location, Message, MultiformatMessageString, PhysicalLocation, Region,
-    ReportingConfiguration, ReportingDescriptor, Result as SarifResult, Run, Sarif, ThreadFlow, ThreadFlowLocation,
-    Tool, ToolComponent,
+    ReportingConfiguration, ReportingDescriptor, Result as SarifResult, ResultBaselineState, ResultKind, ResultLevel,
+    Run, Sarif, Suppression, ThreadFlow, ThreadFlowLocation, Tool, ToolComponent,
 };
 
 use super::Summary;
+use super::summary::BaselineState;
 use crate::catalogue::CATALOGUE;
 use crate::violation::{Level, SourceLocation};
 
@@ -69,7 +74,7 @@ pub fn to_sarif(summary: &Summary) -> Sarif {
                 .build()
         })
         .collect();
-    let results: Vec<SarifResult> = summary
+    let mut results: Vec<SarifResult> = summary
         .groups
         .iter()
         .map(|g| {
@@ -117,7 +122,7 @@ pub fn to_sarif(summary: &Summary) -> Sarif {
                     Level::Low => serde_sarif::sarif::ResultLevel::Note,
                 })
                 .message(Message::builder().text(text).build());
-            match (site, flow) {
+            let mut result = match (site, flow) {
                 (Some(loc), Some(flow)) => result
                     .locations(vec![Location::builder().physical_location(physical(loc)).build()])
                     .related_locations(related)
@@ -127,9 +132,46 @@ pub fn to_sarif(summary: &Summary) -> Sarif {
                     result.locations(vec![Location::builder().physical_location(physical(loc)).build()]).build()
                 }
                 (None, _) => result.build(),
+            };
+            if let Some(state) = g.baseline_state {
+                let (state, known) = match state {
+                    BaselineState::New => (ResultBaselineState::New, false),
+                    BaselineState::Unchanged => (ResultBaselineState::Unchanged, true),
+                };
+                result.baseline_state = serde_json::to_value(state).ok();
+                if known {
+                    let file = summary.baseline.as_ref().and_then(|b| b.path.as_deref()).unwrap_or("the baseline");
+                    result.suppressions = Some(vec![
+                        Suppression::builder()
+                            .kind(serde_json::json!("external"))
+                            .justification(format!("a known finding of {file}"))
+                            .build(),
+                    ]);
+                }
             }
+            result
         })
         .collect();
+    for fixed in summary.baseline.iter().flat_map(|b| &b.fixed) {
+        let mut result = SarifResult::builder()
+            .rule_id(format!("blocking/{}", fixed.category))
+            .level(ResultLevel::None)
+            .kind(ResultKind::Pass)
+            .message(
+                Message::builder()
+                    .text(format!(
+                        "fixed: `{}` calling `{}` (was at {}) no longer blocks; `blockcop baseline prune` removes the \
+                         baseline entry",
+                        fixed.function,
+                        fixed.what(),
+                        fixed.call_site
+                    ))
+                    .build(),
+            )
+            .build();
+        result.baseline_state = serde_json::to_value(ResultBaselineState::Absent).ok();
+        results.push(result);
+    }
     let driver = ToolComponent::builder()
         .name("blockcop".to_owned())
         .version(env!("CARGO_PKG_VERSION").to_owned())

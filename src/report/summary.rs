@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::run::{Record, RecordBody, RunFiles, ViolationRecord};
 use super::text::{TextRenderer, format_duration};
+use crate::baseline::{Baseline, FindingKey, KnownFinding};
 use crate::catalogue::Category;
 use crate::violation::{CallSite, Level};
 
@@ -65,6 +66,10 @@ pub struct Group {
     /// The worst record of the group, for rendering: of the heaviest event, the one with the most calls (so a
     /// site's three `open64`s and one `read` at equal weight render as a file open), its longest record.
     pub example: ViolationRecord,
+    /// Whether the baseline knows the group (`unchanged`) or not (`new`); absent when the report has no baseline
+    /// ([`Summary::apply_baseline`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_state: Option<BaselineState>,
     /// Each event's longest record of the heaviest weight, to choose `example` from.
     #[serde(skip)]
     worst_per_event: BTreeMap<String, ViolationRecord>,
@@ -76,7 +81,29 @@ pub struct Group {
     task_ids: HashSet<u64>,
 }
 
+/// A group compared with the baseline, in SARIF's terms (`baselineState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BaselineState {
+    /// Not in the baseline: it fails as without one.
+    New,
+    /// Known: in the baseline, reported but not failing.
+    Unchanged,
+}
+
 impl Group {
+    /// The group's baseline key: its call site's function and what it called.
+    pub fn key(&self) -> FindingKey {
+        let v = &self.example;
+        FindingKey::of(&self.call_site, &v.call_chain, &v.stack, v.blocking_api.as_deref(), &v.event)
+    }
+
+    /// Whether the baseline knows the group.
+    pub fn is_known(&self) -> bool {
+        self.baseline_state == Some(BaselineState::Unchanged)
+    }
+
     /// What was called: the blocking API, else the event.
     pub fn what(&self) -> &str {
         self.blocking_api.as_deref().unwrap_or(&self.event)
@@ -140,9 +167,25 @@ pub struct Summary {
     /// The entries of the allowlist file the run files list, each with the calls it allowed in the run; an entry
     /// that allowed none is stale.
     pub allowlist: Vec<AllowlistUse>,
+    /// The run compared with a baseline file, after [`Summary::apply_baseline`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineComparison>,
     /// Calls allowed, by entry (`path:line`), until [`Summary::allowlist`] is made from them.
     #[serde(skip)]
     allowed_calls: HashMap<String, u64>,
+}
+
+/// What a baseline file says of the run: its groups are marked known or new ([`Group::baseline_state`]); its
+/// entries no group matched are fixed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BaselineComparison {
+    /// The baseline file, when it was read from one.
+    pub path: Option<String>,
+    /// How many entries it has.
+    pub entries: usize,
+    /// The entries no finding of the run matched: fixed (SARIF's `absent`).
+    pub fixed: Vec<KnownFinding>,
 }
 
 /// An entry of the allowlist file and what it allowed in the run.
@@ -262,6 +305,7 @@ impl Aggregate {
                 tests: BTreeSet::new(),
                 task_count: 0,
                 example: v.clone(),
+                baseline_state: None,
                 worst_per_event: BTreeMap::new(),
                 request_ids: HashSet::new(),
                 task_ids: HashSet::new(),
@@ -429,6 +473,37 @@ impl Summary {
         self.allowlist.iter().filter(|u| u.is_stale())
     }
 
+    /// Compares the groups with `baseline`: each is marked known ([`BaselineState::Unchanged`]) when an entry has
+    /// its call site's function and blocking API (or event), else new; entries that match no group are listed as
+    /// fixed in [`Summary::baseline`].
+    pub fn apply_baseline(&mut self, baseline: &Baseline) {
+        let mut matched = vec![false; baseline.entries().len()];
+        for g in &mut self.groups {
+            let key = g.key();
+            let entry = baseline.entries().iter().position(|e| e.function == key.function && e.what() == key.what);
+            if let Some(i) = entry {
+                matched[i] = true;
+            }
+            g.baseline_state = Some(if entry.is_some() { BaselineState::Unchanged } else { BaselineState::New });
+        }
+        let fixed = baseline.entries().iter().zip(matched).filter(|(_, m)| !m).map(|(e, _)| e.clone()).collect();
+        self.baseline = Some(BaselineComparison {
+            path: baseline.path().map(|p| p.display().to_string()),
+            entries: baseline.entries().len(),
+            fixed,
+        });
+    }
+
+    /// A baseline of the run's findings: one entry per call-site function and blocking API (or event).
+    pub fn to_baseline(&self) -> Baseline {
+        Baseline::new(self.groups.iter().map(|g| KnownFinding::new(g.key(), g.category, &g.call_site)))
+    }
+
+    /// The groups the baseline does not know (all of them without a baseline).
+    pub fn new_groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.iter().filter(|g| !g.is_known())
+    }
+
     /// Reads run files and aggregates them as they are read, grouped `by`: memory grows with the groups (and the
     /// distinct stacks, scopes and requests of one file), not with the records.
     ///
@@ -491,13 +566,16 @@ impl Summary {
                 let _ = writeln!(out, "({} violations were dropped by per-scope caps)", self.dropped);
             }
             self.render_allowlist(&mut out);
+            self.render_baseline(&mut out);
             return out;
         }
+        let known = self.groups.iter().filter(|g| g.is_known()).count();
         let _ = writeln!(
             out,
-            "blockcop: {} violations at {} call sites, from {} run file{}{}",
+            "blockcop: {} violations at {} call sites{}, from {} run file{}{}",
             self.records,
             self.groups.len(),
+            if known > 0 { format!(" ({known} known from the baseline)") } else { String::new() },
             self.files,
             if self.files == 1 { "" } else { "s" },
             if self.dropped > 0 {
@@ -515,7 +593,7 @@ impl Summary {
         for (i, g) in self.groups.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "{:>3}  {:<12} {:>6} {:>9} {:>9} {:>5} {:>5} {:>5}  {} ({})",
+                "{:>3}  {:<12} {:>6} {:>9} {:>9} {:>5} {:>5} {:>5}  {} ({}){}",
                 i + 1,
                 format!("{} {}", g.severity, g.level),
                 g.occurrences,
@@ -525,10 +603,12 @@ impl Summary {
                 g.tests.len(),
                 g.task_count,
                 g.call_site,
-                g.what()
+                g.what(),
+                if g.is_known() { " known" } else { "" }
             );
         }
-        for (i, g) in self.groups.iter().enumerate() {
+        // Known groups stay in the table; the diagnostics are for the ones to fix now.
+        for (i, g) in self.groups.iter().enumerate().filter(|(_, g)| !g.is_known()) {
             let _ = writeln!(out);
             let calls = if g.occurrences == 1 { "call" } else { "calls" };
             let mut context = format!("#{}: {} {calls}", i + 1, g.occurrences);
@@ -562,14 +642,41 @@ impl Summary {
             }
         }
         self.render_allowlist(&mut out);
+        self.render_baseline(&mut out);
         out
     }
 
-    /// GitHub Actions workflow commands, one per group with a source location:
+    /// What the baseline says of the run: known and new groups, and the fixed entries with the command that
+    /// removes them.
+    fn render_baseline(&self, out: &mut String) {
+        let Some(b) = &self.baseline else { return };
+        let known = self.groups.iter().filter(|g| g.is_known()).count();
+        let file = b.path.as_deref().unwrap_or("the baseline");
+        let _ = writeln!(
+            out,
+            "\nbaseline {file}: {} entries; {known} known call site{} (not failing), {} new",
+            b.entries,
+            if known == 1 { "" } else { "s" },
+            self.groups.len() - known
+        );
+        for e in &b.fixed {
+            let at = if e.source.is_empty() { String::new() } else { format!("{}: ", e.source) };
+            let _ = writeln!(
+                out,
+                "fixed: {at}`{}` calling `{}` (was at {}) no longer blocks; `blockcop baseline prune` removes the \
+                 entry",
+                e.function,
+                e.what(),
+                e.call_site
+            );
+        }
+    }
+
+    /// GitHub Actions workflow commands, one per group with a source location that the baseline does not know:
     /// `::error file=…,line=…,col=…,title=…::…` (`warning` for medium, `notice` for low).
     pub fn github_annotations(&self) -> String {
         let mut out = String::new();
-        for g in &self.groups {
+        for g in self.new_groups() {
             let Some(loc) = g.call_site.location() else { continue };
             let command = match g.level {
                 Level::High => "error",

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::baseline::Baseline;
 use crate::config::{Config, ConfigError};
 use crate::header::{HeaderParseError, ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::layer::{RequestRecord, request_violations};
@@ -137,12 +138,10 @@ impl TestRequest {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(TestError::Http)?;
-        let (violations, record) = read_violations(&headers).map_err(TestError::Header)?;
+        let (violations, record) = read_violations(&headers, self.config.baseline()).map_err(TestError::Header)?;
         let res = TestResponse { status, headers, body, violations, record };
         if self.config.is_enabled() && !self.expect_blocking {
-            check(res.violations.as_ref(), res.record.as_ref(), self.config.fail_severity(), || {
-                (self.method, self.path)
-            })?;
+            check(res.violations.as_ref(), res.record.as_ref(), &self.config, || (self.method, self.path))?;
         }
         Ok(res)
     }
@@ -150,9 +149,10 @@ impl TestRequest {
 
 /// A response's violations in the header's shape, and the request's in-process record if there is one. What the
 /// body did after the head was sent is only in the record: the summary of the record when it has more than the
-/// header.
+/// header (with the calls `baseline` knows).
 pub(super) fn read_violations(
     headers: &HeaderMap,
+    baseline: &Baseline,
 ) -> Result<(Option<ViolationsHeader>, Option<Arc<RequestRecord>>), HeaderParseError> {
     let violations = headers
         .get(X_BLOCKING_VIOLATIONS)
@@ -162,22 +162,25 @@ pub(super) fn read_violations(
         .get(X_BLOCKCOP_REQUEST_ID)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .and_then(request_violations);
-    let violations = match record.as_ref().and_then(|r| ViolationsHeader::from_violations(&r.violations)) {
+    let whole = record.as_ref().and_then(|r| ViolationsHeader::from_violations_with(&r.violations, baseline));
+    let violations = match whole {
         Some(whole) if violations.as_ref().is_none_or(|h| h.count < whole.count) => Some(whole),
         _ => violations,
     };
     Ok((violations, record))
 }
 
-/// Fails a request whose severity reaches `fail_severity`, with the report; `request` gives its method and path.
+/// Fails a request whose severity, without the calls the baseline knows, reaches `config`'s fail severity, with
+/// the report; `request` gives its method and path.
 pub(super) fn check(
     violations: Option<&ViolationsHeader>,
     record: Option<&Arc<RequestRecord>>,
-    fail_severity: u32,
+    config: &Config,
     request: impl FnOnce() -> (Method, String),
 ) -> Result<(), TestError> {
+    let fail_severity = config.fail_severity();
     match violations {
-        Some(h) if h.severity >= fail_severity => {
+        Some(h) if h.new_severity() >= fail_severity => {
             let (method, path) = request();
             Err(TestError::Blocking(Box::new(BlockingFailure {
                 method,
@@ -185,6 +188,7 @@ pub(super) fn check(
                 fail_severity,
                 header: h.clone(),
                 record: record.cloned(),
+                baseline: Arc::new(config.baseline().clone()),
             })))
         }
         _ => Ok(()),
@@ -223,35 +227,55 @@ pub struct BlockingFailure {
     pub header: ViolationsHeader,
     /// The full records, when the server runs in this process.
     pub record: Option<Arc<RequestRecord>>,
+    /// The known findings, left out of the report.
+    baseline: Arc<Baseline>,
 }
 
 impl fmt::Display for BlockingFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.header;
-        writeln!(
-            f,
-            "blockcop: {} {} blocked a tokio worker: severity {} ({}) reaches the fail severity {} \
-             (BLOCKCOP_FAIL_SEVERITY)",
-            self.method, self.path, h.severity, h.level, self.fail_severity
-        )?;
+        match h.known {
+            None => writeln!(
+                f,
+                "blockcop: {} {} blocked a tokio worker: severity {} ({}) reaches the fail severity {} \
+                 (BLOCKCOP_FAIL_SEVERITY)",
+                self.method, self.path, h.severity, h.level, self.fail_severity
+            )?,
+            Some(known) => writeln!(
+                f,
+                "blockcop: {} {} blocked a tokio worker: severity {} of the calls not in the baseline reaches the \
+                 fail severity {} (BLOCKCOP_FAIL_SEVERITY); {} known call{} left out",
+                self.method,
+                self.path,
+                known.new_severity,
+                self.fail_severity,
+                known.calls,
+                if known.calls == 1 { "" } else { "s" }
+            )?,
+        }
         writeln!(f, "x-blocking-violations: {h}")?;
         let Some(record) = &self.record else {
             return writeln!(f, "(the server runs in another process: only the header is available)");
         };
         writeln!(f)?;
-        write_records(f, record)
+        write_records(f, record, &self.baseline)
     }
 }
 
-/// A request's in-process records, worst first, rendered with their stacks.
-fn write_records(f: &mut impl fmt::Write, record: &RequestRecord) -> fmt::Result {
+/// A request's in-process records, worst first, rendered with their stacks; those `baseline` knows are counted, not
+/// rendered.
+fn write_records(f: &mut impl fmt::Write, record: &RequestRecord, baseline: &Baseline) -> fmt::Result {
     let renderer = TextRenderer::new(Style::for_stderr()).with_stack(true);
     let context = format!("request {} {}", record.method, record.path);
-    let mut list: Vec<_> = record.violations.iter().collect();
+    let (known, mut list): (Vec<_>, Vec<_>) = record.violations.iter().partition(|v| baseline.knows(v));
     // Worst first, then in the order they happened.
     list.sort_by_key(|v| std::cmp::Reverse(v.weight));
     for v in list {
         writeln!(f, "{}", renderer.render(v, Some(&context)))?;
+    }
+    if !known.is_empty() {
+        let file = baseline.path().map_or_else(|| "the baseline".to_owned(), |p| p.display().to_string());
+        writeln!(f, "({} known violation record(s) of {file} not shown)", known.len())?;
     }
     if record.violations.dropped > 0 {
         writeln!(f, "({} more violations were dropped by the per-scope cap)", record.violations.dropped)?;
@@ -336,7 +360,7 @@ impl TestResponse {
         if let Some(h) = &self.violations {
             let mut message = format!("expected no blocking violations, got x-blocking-violations: {h}\n");
             if let Some(record) = self.record() {
-                let _ = write_records(&mut message, record);
+                let _ = write_records(&mut message, record, &Baseline::default());
             }
             panic!("{message}");
         }

@@ -103,9 +103,10 @@ where
 fn judge(
     headers: &http::HeaderMap,
 ) -> Result<(Option<crate::ViolationsHeader>, Option<std::sync::Arc<crate::layer::RequestRecord>>), TestError> {
-    let (violations, record) = read_violations(headers).map_err(TestError::Header)?;
+    let config = Config::global();
+    let (violations, record) = read_violations(headers, config.baseline()).map_err(TestError::Header)?;
     if headers.contains_key(X_BLOCKCOP_REQUEST_ID) {
-        check(violations.as_ref(), record.as_ref(), Config::global().fail_severity(), || match &record {
+        check(violations.as_ref(), record.as_ref(), config, || match &record {
             Some(r) => (r.method.clone(), r.path.clone()),
             None => (Method::GET, "(a request whose record is no longer kept)".to_owned()),
         })?;

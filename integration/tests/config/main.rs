@@ -233,6 +233,47 @@ fn malformed_allowlist_entries_name_the_file_the_line_and_the_form() {
     assert!(config_with(&[("BLOCKCOP_CONFIG", missing.to_str().expect("utf-8"))]).is_ok());
 }
 
+/// The baseline file is read when blockcop is on, from `BLOCKCOP_BASELINE`: its entries reach the harness through
+/// the configuration; a malformed entry names the file and line, a missing named file the variable.
+#[test]
+fn the_baseline_file_is_read_from_blockcop_baseline_with_clear_errors() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("blockcop-baseline.toml");
+    let path = file.to_str().expect("utf-8");
+    std::fs::write(
+        &file,
+        "[[known]]\nfunction = \"app::db::find\"\nblocking_api = \"rusqlite::Statement::query\"\n\
+         category = \"blocking_io\"\ncall_site = \"src/db.rs:9\"\n",
+    )
+    .expect("write");
+    let config = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_BASELINE", path)]).expect("a good baseline");
+    let entries = config.baseline().entries();
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].function.as_str(), entries[0].what()), ("app::db::find", "rusqlite::Statement::query"));
+    assert_eq!(entries[0].source, format!("{path}:1"));
+    // Off, no file is read.
+    assert!(config_with(&[("BLOCKCOP_BASELINE", path)]).expect("off").baseline().is_empty());
+    std::fs::write(&file, "[[known]]\nfunction = \"app::db::find\"\ncategory = \"blocking_io\"\ncall_site = \"x:1\"\n")
+        .expect("write");
+    let err = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_BASELINE", path)]).expect_err("malformed");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "invalid blockcop-baseline.toml at {path}:1: neither `blocking_api` nor `event`; expected [[known]] entries"
+        )),
+        "{err}"
+    );
+    let missing = dir.path().join("nope.toml");
+    let err = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_BASELINE", missing.to_str().expect("utf-8"))])
+        .expect_err("missing file");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "invalid BLOCKCOP_BASELINE={:?}: expected a readable TOML file (",
+            missing.display().to_string()
+        )),
+        "{err}"
+    );
+}
+
 /// The run file records which entry of the allowlist file allowed what; `blockcop report` lists each entry with the
 /// calls it allowed, warns about an entry that allowed nothing (stale), and fails on it with
 /// `--deny-stale-allowlist`.

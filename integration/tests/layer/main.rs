@@ -97,6 +97,48 @@ async fn sync_database_driver_is_high_and_points_into_the_apps_store() {
     assert_eq!(h.severity, record.violations.severity());
 }
 
+/// A team's adoption: a baseline made from the app's run lets the known synchronous database read pass the harness
+/// (the header says how many calls the baseline knows and what the rest weigh), while blocking in another handler
+/// still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_passes_known_findings_and_fails_new_ones() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    // No slow polls: a loaded machine must not add findings the baseline cannot know.
+    let config = || Config::builder().enabled(true).slow_poll_threshold(Duration::from_secs(30));
+    let (server, _data) = notes_server(config().build()).await;
+    let res = server.client().get("/v1/notes/1").expect_blocking().send().await;
+    let record = res.record().expect("in-process record");
+    let baseline = blockcop::baseline::Baseline::from_violations(&record.violations);
+    let functions: Vec<&str> = baseline.entries().iter().map(|e| e.function.as_str()).collect();
+    assert_eq!(functions, ["notes::store::find"], "{baseline:?}");
+    drop(server);
+
+    let (server, _data) = notes_server(config().baseline(baseline).build()).await;
+    // Fails without the baseline (sync_database_driver_is_high_and_points_into_the_apps_store); passes with it.
+    let res = server.client().get("/v1/notes/1").send().await;
+    assert_eq!(res.status(), 200);
+    let h = res.violations().expect("known findings are still reported");
+    assert_eq!(h.level, Level::High);
+    let known = h.known.expect("the header counts the known calls");
+    assert_eq!((known.calls, known.new_severity, h.new_severity()), (h.count, 0, 0), "{h}");
+    // The audit log's write in another handler is new: it fails, and the report is about it.
+    let err = server
+        .client()
+        .post("/v1/notes")
+        .json(&serde_json_body("groceries"))
+        .try_send()
+        .await
+        .expect_err("new blocking fails");
+    let TestError::Blocking(failure) = &err else { panic!("{err}") };
+    assert!(failure.header.new_severity() >= 10, "{err}");
+    assert!(
+        err.to_string().contains(&format!("{HANDLERS}:{}", marked_line_in(HANDLERS, "writeln!(audit", "write"))),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_read_with_std_fs_is_medium() {
     if !blockcop::is_interposing() {

@@ -610,3 +610,218 @@ fn snippets_come_from_the_root_the_run_file_records() {
     let (_, out, _) = blockcop(&["report", file.to_str().expect("path"), "--root", "/nonexistent"]);
     assert!(!out.contains("// in the service"), "{out}");
 }
+
+/// The fixture's records, changed by `edit`, as the run file of `dir` (a directory of its own).
+fn edited_fixture(dir: &Path, edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> PathBuf {
+    let original = tempfile::tempdir().expect("dir");
+    let text = std::fs::read_to_string(fixture(original.path())).expect("fixture");
+    let mut records: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("a record")).collect();
+    edit(&mut records);
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let path = dir.join("1795000000001-4242.jsonl");
+    std::fs::write(&path, records.iter().map(|r| format!("{r}\n")).collect::<String>()).expect("write");
+    path
+}
+
+fn is_sleep(r: &serde_json::Value) -> bool {
+    r["event"] == "clock_nanosleep"
+}
+
+/// A baseline written from a run: the same run passes, a known call moved five lines down stays known, a new
+/// blocking call in another function or a different one in a known function fails, a removed one is reported fixed
+/// with the command that removes it, and that command does.
+#[test]
+fn a_baseline_lets_known_findings_pass_and_fails_new_ones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    fixture(&run);
+    let baseline = dir.path().join("blockcop-baseline.toml");
+    let (b, r) = (baseline.to_str().expect("path"), run.to_str().expect("path"));
+    let (status, _, err) = blockcop(&["baseline", "write", r, "--baseline", b]);
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(err, format!("blockcop: {b}: recorded 5 known findings; 5 entries\n"));
+    let text = std::fs::read_to_string(&baseline).expect("baseline");
+    // Keyed by the call site's function and API: the sleep's function comes from its stack, the SQLite read's from
+    // its call chain.
+    let sleep = marked_line_in(HANDLERS, "std::thread::sleep", "clock_nanosleep");
+    let entry = format!(
+        "[[known]]\nfunction = \"notes::handlers::v1::publish_note::{{{{closure}}}}\"\n\
+         blocking_api = \"std::thread::functions::sleep\"\ncategory = \"sleep\"\ncall_site = \"{HANDLERS}:{sleep}:13\"\n"
+    );
+    assert!(text.contains(&entry), "{text}");
+    assert!(text.contains("function = \"notes::store::find\"\nblocking_api = \"rusqlite::row::Rows::next\""), "{text}");
+    assert!(text.contains("function = \"unknown\"\nevent = \"slow_poll\""), "{text}");
+
+    // The same run: everything known, nothing fails, no diagnostic rendered.
+    let (status, out, err) = blockcop(&["report", r, "--baseline", b]);
+    assert_eq!((status, err.as_str()), (0, ""), "{out}");
+    assert!(
+        out.starts_with("blockcop: 9 violations at 5 call sites (5 known from the baseline), from 1 run file"),
+        "{out}"
+    );
+    assert!(!out.contains("error["), "{out}");
+    assert!(out.contains(&format!("baseline {b}: 5 entries; 5 known call sites (not failing), 0 new")), "{out}");
+    // Without it, the run fails as before.
+    assert_eq!(blockcop(&["report", r]).0, 1);
+
+    // The sleep moved five lines down (an edit above it): still known.
+    let moved = edited_fixture(&dir.path().join("moved"), |records| {
+        for r in records.iter_mut().filter(|r| is_sleep(r)) {
+            r["call_site"]["line"] = json!(sleep + 5);
+            r["stack"][1]["line"] = json!(sleep + 5);
+        }
+    });
+    let (status, out, err) = blockcop(&["report", moved.to_str().expect("path"), "--baseline", b]);
+    assert_eq!((status, err.as_str()), (0, ""), "{out}");
+
+    // A sleep in another handler, and a file read in the known handler: both new, both fail, each rendered.
+    let new = edited_fixture(&dir.path().join("new"), |records| {
+        let mut elsewhere = records[1].clone();
+        elsewhere["stack"][1]["function"] = json!("notes::handlers::v1::delete_note::{{closure}}");
+        elsewhere["call_site"]["line"] = json!(sleep + 40);
+        elsewhere["stack"][1]["line"] = json!(sleep + 40);
+        let mut other_call = records[1].clone();
+        other_call["event"] = json!("read");
+        other_call["category"] = json!("blocking_io");
+        other_call["blocking_api"] = json!("std::fs::read");
+        other_call["call_site"]["line"] = json!(sleep + 1);
+        other_call["stack"][1]["line"] = json!(sleep + 1);
+        records.extend([elsewhere, other_call]);
+    });
+    let (status, out, err) = blockcop(&["report", new.to_str().expect("path"), "--baseline", b]);
+    assert_eq!(status, 1, "{out}");
+    assert_eq!(err, "blockcop: 2 new call site(s) reach the fail severity 10\n");
+    assert!(out.contains(&format!("baseline {b}: 5 entries; 5 known call sites (not failing), 2 new")), "{out}");
+    assert_eq!(out.matches("error[").count() + out.matches("warning[").count(), 2, "{out}");
+
+    // The sleep removed: reported fixed with the command that removes it; failing on it only when asked.
+    let fixed = edited_fixture(&dir.path().join("fixed"), |records| records.retain(|r| !is_sleep(r)));
+    let f = fixed.to_str().expect("path");
+    let (status, out, _) = blockcop(&["report", f, "--baseline", b]);
+    assert_eq!(status, 0, "{out}");
+    let line = out.lines().find(|l| l.starts_with("fixed: ")).expect("a fixed entry");
+    assert_eq!(
+        line,
+        format!(
+            "fixed: {b}:6: `notes::handlers::v1::publish_note::{{{{closure}}}}` calling \
+             `std::thread::functions::sleep` (was at {HANDLERS}:{sleep}:13) no longer blocks; `blockcop baseline \
+             prune` removes the entry"
+        )
+    );
+    let (status, _, err) = blockcop(&["report", f, "--baseline", b, "--deny-fixed-baseline"]);
+    assert_eq!(status, 1);
+    assert!(err.contains("1 baseline entry matched nothing (--deny-fixed-baseline)"), "{err}");
+    let (status, _, err) = blockcop(&["baseline", "prune", f, "--baseline", b]);
+    assert_eq!((status, err), (0, format!("blockcop: {b}: removed 1 fixed entry; 4 entries\n")));
+    assert!(!std::fs::read_to_string(&baseline).expect("baseline").contains("publish_note"));
+    assert_eq!(blockcop(&["report", f, "--baseline", b, "--deny-fixed-baseline"]).0, 0);
+}
+
+#[test]
+fn sarif_marks_each_result_with_its_baseline_state() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    fixture(&run);
+    let baseline = dir.path().join("blockcop-baseline.toml");
+    let b = baseline.to_str().expect("path");
+    assert_eq!(blockcop(&["baseline", "write", run.to_str().expect("path"), "--baseline", b]).0, 0);
+    // The sleep gone, a sleep in another handler new.
+    let next = edited_fixture(&dir.path().join("next"), |records| {
+        let mut elsewhere = records[1].clone();
+        elsewhere["stack"][1]["function"] = json!("notes::handlers::v1::delete_note::{{closure}}");
+        records.retain(|r| !is_sleep(r));
+        records.push(elsewhere);
+    });
+    let (status, out, _) = blockcop(&["report", next.to_str().expect("path"), "--baseline", b, "--format", "sarif"]);
+    assert_eq!(status, 1);
+    let sarif: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/report/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema")).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> =
+        validator.iter_errors(&sarif).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "SARIF does not validate:\n{}", errors.join("\n"));
+    let results = sarif["runs"][0]["results"].as_array().expect("results");
+    let states: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| (r["ruleId"].as_str().expect("rule"), r["baselineState"].as_str().expect("baselineState")))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("blocking/slow_poll", "unchanged"),
+            ("blocking/sleep", "new"),
+            ("blocking/dns", "unchanged"),
+            ("blocking/file", "unchanged"),
+            ("blocking/metadata", "unchanged"),
+            ("blocking/sleep", "absent"),
+        ]
+    );
+    let known = &results[0];
+    assert_eq!(known["suppressions"][0]["kind"], "external", "{known:#}");
+    assert!(results[1].get("suppressions").is_none());
+    let absent = &results[5];
+    assert_eq!((&absent["kind"], &absent["level"]), (&json!("pass"), &json!("none")));
+    assert!(absent["message"]["text"].as_str().expect("text").contains("publish_note"), "{absent:#}");
+}
+
+#[test]
+fn malformed_baseline_entries_name_the_file_the_line_and_the_form() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = fixture(dir.path());
+    let baseline = dir.path().join("blockcop-baseline.toml");
+    let check = |text: &str, line: usize, problem: &str| {
+        std::fs::write(&baseline, text).expect("write");
+        let (status, out, err) =
+            blockcop(&["report", run.to_str().expect("path"), "--baseline", baseline.to_str().expect("path")]);
+        assert_eq!((status, out.as_str()), (2, ""), "{err}");
+        let at = format!("blockcop: invalid blockcop-baseline.toml at {}:{line}: {problem}", baseline.display());
+        assert!(err.starts_with(&at), "{err}\nwanted: {at}");
+        assert!(err.contains("; expected [[known]] entries with `function` (the call site's function), "), "{err}");
+    };
+    let good = "[[known]]\nfunction = \"app::a\"\nevent = \"slow_poll\"\ncategory = \"slow_poll\"\ncall_site = \"src/a.rs:1\"\n\n";
+    check(
+        &format!("{good}[[known]]\nfunction = \"app::b\"\ncategory = \"file\"\ncall_site = \"src/b.rs:2\"\n"),
+        7,
+        "neither `blocking_api` nor `event`",
+    );
+    check(
+        &format!(
+            "{good}[[known]]\nfunction = \"app::b\"\nevent = \"open65\"\ncategory = \"file\"\ncall_site = \"x:1\"\n"
+        ),
+        7,
+        "unknown event `open65`",
+    );
+    check(
+        &format!(
+            "{good}[[known]]\nfunction = \"app::b\"\nevent = \"open64\"\nblocking_api = \"std::fs::read\"\ncategory = \"file\"\ncall_site = \"x:1\"\n"
+        ),
+        7,
+        "both `blocking_api` and `event`",
+    );
+    check(
+        &format!("{good}[[known]]\nfunction = \"app::b\"\nevent = \"open64\"\ncategory = \"file\"\n"),
+        7,
+        "missing field `call_site`",
+    );
+    check(
+        &format!(
+            "{good}[[known]]\nfunction = \"app::b\"\nevent = \"open64\"\ncategory = \"disk\"\ncall_site = \"x:1\"\n"
+        ),
+        10,
+        "unknown variant `disk`",
+    );
+    // A baseline named on the command line must exist.
+    let missing = dir.path().join("nope.toml");
+    let (status, _, err) =
+        blockcop(&["report", run.to_str().expect("path"), "--baseline", missing.to_str().expect("path")]);
+    assert_eq!(status, 2);
+    assert!(
+        err.starts_with(&format!("blockcop: invalid blockcop-baseline.toml at {}: cannot be read", missing.display())),
+        "{err}"
+    );
+}
