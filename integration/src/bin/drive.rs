@@ -12,7 +12,8 @@
 //! body (sent as JSON when it starts with `{` or `[`, else as a form). Redirects are not followed: the header
 //! belongs to the response that carries it. `CONNECT host:port` sends an authority-form CONNECT over its own
 //! connection and reads the response head (the tunnel itself is not used). The tally counts, per target and overall, the responses with an `x-blocking-violations`
-//! header, their levels, how many reach the fail severity (what the test harness would fail), the `first=`,
+//! header, their levels, how many reach the fail severity with the calls the baseline does not know (what the
+//! test harness would fail), the `first=`,
 //! `worst=` and `from=` sites, and headers that did not parse (with the position the parser gave).
 
 use std::collections::BTreeMap;
@@ -110,7 +111,7 @@ impl Tally {
                 *self.statuses.entry(*status).or_default() += 1;
                 self.flagged += 1;
                 *self.levels.entry(h.level).or_default() += 1;
-                self.failing += usize::from(h.severity >= fail_severity);
+                self.failing += usize::from(h.new_severity() >= fail_severity);
                 *self.first.entry(format!("{}@{}", h.first.event, h.first.site)).or_default() += 1;
                 *self.worst.entry(format!("{}@{}", h.worst.event, h.worst.site)).or_default() += 1;
                 if let Some(from) = &h.from {
