@@ -108,6 +108,21 @@ pub async fn file_size(path: &Path) -> u64 {
     meta.map_or(0, |m| m.len())
 }
 
+/// `calls` `Path::metadata` calls in a row, made `depth` frames down (as a handler's calls through layers of
+/// helpers and a database driver are): each recorded call costs blockcop a deep stack capture, none costs the code
+/// itself much CPU.
+pub async fn many_metadata_calls_deep(path: &Path, depth: u32, calls: u32) -> u64 {
+    metadata_calls_at_depth(path, depth, calls)
+}
+
+#[inline(never)]
+fn metadata_calls_at_depth(path: &Path, depth: u32, calls: u32) -> u64 {
+    if depth > 0 {
+        return std::hint::black_box(metadata_calls_at_depth(path, depth - 1, calls));
+    }
+    (0..calls).map(|_| path.metadata().map_or(0, |m| m.len())).sum() // blocks: statx
+}
+
 // ---- sync database client -----------------------------------------------------------------------------------
 
 /// Creates a SQLite database of one table at `path` (call it outside the scope).
