@@ -3,7 +3,8 @@
 //! `?`. With `layer-or-panic`: builds the layer in a function that returns a router, with
 //! `BlockCopLayer::from_env_or_panic()`. With `layer-io`: builds it with `?` in a function returning `io::Result`.
 //! With `allowlisted <file>`: stats `file` in a scope from `startup_stat` (for an allowlist file to allow) and prints
-//! how many violations the scope kept.
+//! how many violations the scope kept. With `test-body`: runs a test body that sleeps, through `blockcop::test::run`
+//! (which fails it, unless the baseline knows the sleep).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     match std::env::args().nth(1).as_deref() {
@@ -12,6 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("layer built");
         }
         Some("layer-io") => layer_io()?,
+        Some("test-body") => {
+            blockcop::test::run(async { body_sleep() });
+            println!("test body passed");
+        }
         Some("allowlisted") => {
             let path = std::env::args().nth(2).ok_or("allowlisted: a file to stat")?;
             let scope = blockcop::Scope::new(blockcop::init()?);
@@ -36,6 +41,11 @@ fn layer_io() -> std::io::Result<()> {
     let layer = blockcop::BlockCopLayer::from_env()?;
     println!("active={}", layer.is_active());
     Ok(())
+}
+
+#[inline(never)]
+fn body_sleep() {
+    std::thread::sleep(std::time::Duration::from_millis(1));
 }
 
 #[inline(never)]

@@ -274,6 +274,31 @@ fn the_baseline_file_is_read_from_blockcop_baseline_with_clear_errors() {
     );
 }
 
+/// A test body's adoption: its blocking fails it; a baseline written from that run (`blockcop baseline write`) lets
+/// the same body pass, read from `BLOCKCOP_BASELINE` at start-up.
+#[test]
+fn a_test_body_passes_with_a_baseline_written_from_its_failing_run() {
+    if !blockcop::is_interposing() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (runs, again) = (dir.path().join("runs"), dir.path().join("again"));
+    let on = [("RUST_TEST_BLOCKCOP", OsString::from("1"))];
+    let (code, out, err) = probe_mode(Some("test-body"), &on, &runs);
+    assert_eq!((code, out.as_str()), (101, ""), "{err}");
+    assert!(err.contains("blockcop: the test body at integration/src/bin/config-probe.rs:"), "{err}");
+    let baseline = dir.path().join("blockcop-baseline.toml");
+    let args = ["blockcop", "baseline", "write", runs.to_str().expect("utf-8"), "--baseline"];
+    let argv = args.iter().map(|a| (*a).to_owned()).chain([baseline.display().to_string()]);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    assert_eq!(blockcop::report::cli::run(argv, &mut stdout, &mut stderr), 0, "{}", String::from_utf8_lossy(&stderr));
+    let text = std::fs::read_to_string(&baseline).expect("baseline");
+    assert!(text.contains("function = \"config_probe::body_sleep\"\nblocking_api = \"std::thread::"), "{text}");
+    let with = [on[0].clone(), ("BLOCKCOP_BASELINE", baseline.clone().into_os_string())];
+    let (code, out, err) = probe_mode(Some("test-body"), &with, &again);
+    assert_eq!((code, out.as_str()), (0, "test body passed\n"), "{err}");
+}
+
 /// The run file records which entry of the allowlist file allowed what; `blockcop report` lists each entry with the
 /// calls it allowed, warns about an entry that allowed nothing (stale), and fails on it with
 /// `--deny-stale-allowlist`.
