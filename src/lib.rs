@@ -38,6 +38,11 @@
 //! Everything is off unless `RUST_TEST_BLOCKCOP` is `1`, `true`, `yes` or `on` (see [`Config::from_env`]). Off,
 //! [`instrument`] returns a pass-through wrapper and the libc hooks cost one thread-local read per call.
 //!
+//! ## Adopting it on a service that already blocks
+//!
+//! A checked-in [`baseline`] (`blockcop-baseline.toml`, written by `blockcop baseline write`) lists the findings a
+//! service has today: they are still reported, but only new ones fail the harness and `blockcop report`.
+//!
 //! ## Platforms
 //!
 //! Interposing libc needs Linux with glibc (x86_64 or aarch64); elsewhere, or without the `intercept` feature, only
