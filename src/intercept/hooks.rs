@@ -401,6 +401,8 @@ hooks! {
     fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut c_void, flags: c_int) -> c_int
         => Some(path_detail(path));
     fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int
+        // SAFETY: a non-null `path` is the caller's NUL-terminated string (statx's contract): its first byte is
+        // readable.
         => Some(if path.is_null() || unsafe { *path } == 0 { fd_detail(dirfd) } else { path_detail(path) });
     fn access(path: *const c_char, mode: c_int) -> c_int => Some(path_detail(path));
     fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int => Some(path_detail(path));

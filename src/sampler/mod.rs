@@ -395,6 +395,7 @@ fn install_handler() -> bool {
         // SAFETY: `sigaction` with a null new action only reads the current one into `old`, which is zeroed memory
         // of the right type.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: a null new action, and `old` is a valid `sigaction` to write.
         if unsafe { libc::sigaction(SAMPLE_SIGNAL, std::ptr::null(), &mut old) } != 0 {
             return false;
         }
@@ -492,9 +493,9 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
                     n < MAX_FRAMES
                 });
             }
-            // SAFETY: as for the buffer above. The previous context was taken by `collect` before it set
-            // `EMPTY`, so nothing is overwritten. Only a stuck poll's report asks for it (it holds the scope).
             if slot.context_wanted.load(Ordering::Relaxed) == generation {
+                // SAFETY: as for the buffer above. The previous context was taken by `collect` before it set
+                // `EMPTY`, so nothing is overwritten. Only a stuck poll's report asks for it (it holds the scope).
                 unsafe { *slot.sample_context.get() = crate::intercept::thread::poll_context_for_signal() };
             }
             slot.sample_len.store(n, Ordering::Relaxed);
