@@ -178,7 +178,7 @@ impl Config {
     /// `BLOCKCOP_STUCK_MS`, `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`; when enabled, also the allowlist
     /// file (`BLOCKCOP_CONFIG`, else `blockcop.toml` in the workspace root, see
     /// [`config_file`](crate::config_file)) and the baseline file (`BLOCKCOP_BASELINE`, else `blockcop-baseline.toml`
-    /// there, see [`baseline`](crate::baseline)). Unset (or empty) variables keep
+    /// there, see [`crate::baseline`]). Unset (or empty) variables keep
     /// their defaults. Values are read exactly as written: surrounding whitespace and signs (`+5`) are refused,
     /// not trimmed. When blockcop is enabled, this process's run file is created now, in `BLOCKCOP_REPORT_DIR` (see
     /// [`report::run`](crate::report::run)), so an unusable directory is an error at start-up.
@@ -303,7 +303,7 @@ impl Config {
         &self.inner.allow_entries
     }
 
-    /// The known findings of the baseline file (`blockcop-baseline.toml`, see [`baseline`](crate::baseline)): they
+    /// The known findings of the baseline file (`blockcop-baseline.toml`, see [`crate::baseline`]): they
     /// do not fail a request or test body. Empty when there is none or blockcop is off.
     pub fn baseline(&self) -> &crate::baseline::Baseline {
         &self.inner.baseline
@@ -407,7 +407,7 @@ impl ConfigBuilder {
         self
     }
 
-    /// Known findings that do not fail a request or test body (see [`baseline`](crate::baseline)); by default,
+    /// Known findings that do not fail a request or test body (see [`crate::baseline`]); by default,
     /// none, or from the environment the baseline file.
     pub fn baseline(mut self, baseline: crate::baseline::Baseline) -> Self {
         self.settings.baseline = Arc::new(baseline);

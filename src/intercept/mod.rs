@@ -6,7 +6,7 @@
 //! read. Inside one it times the call, captures the raw stack into a fixed buffer and records a violation; the
 //! stack is symbolized later, off the intercepted call, when the scope's owner takes its violations.
 //!
-//! All of blockcop's `unsafe` code lives in this module.
+//! This module and [`crate::sampler`] hold all of blockcop's `unsafe` code (the root denies it everywhere else).
 #![allow(unsafe_code)]
 
 use std::fmt::{self, Write as _};

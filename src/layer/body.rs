@@ -1,3 +1,5 @@
+//! [`ResponseBody`]: the response body of a watched request, whose polls run in the request's scope until its end.
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 

@@ -1,3 +1,5 @@
+//! [`ResponseFuture`]: polls the inner service's future in the request's scope and adds the header to the response.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

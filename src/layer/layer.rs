@@ -1,3 +1,5 @@
+//! [`BlockCopLayer`]: the tower layer, built from a configuration or the environment.
+
 use tower::Layer;
 
 use super::BlockCop;

@@ -1,3 +1,5 @@
+//! [`BlockCop`]: the middleware service, which opens a scope per request.
+
 use std::task::{Context, Poll};
 
 use http::{Request, Response};

@@ -1,3 +1,6 @@
+//! [`TestClient`]: a `reqwest` client that fails a request whose `x-blocking-violations` reaches the fail severity,
+//! with the report.
+
 use std::fmt;
 use std::sync::Arc;
 

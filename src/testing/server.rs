@@ -1,3 +1,5 @@
+//! [`TestServer`]: an app served on loopback with [`BlockCopLayer`] applied, for [`TestClient`].
+
 use std::net::SocketAddr;
 
 use http::{Request, Response};
