@@ -51,6 +51,8 @@
 //! ## Feature flags
 //!
 //! - `intercept` (default): define the libc hooks. Without it no libc symbol is replaced.
+//! - `cli`: the `blockcop` command (`blockcop report`, `blockcop baseline`) and SARIF output (`report::cli`,
+//!   `report::sarif`).
 //! - `testing`: the test harness, [`testing::TestServer`] and [`testing::TestClient`] (hyper and reqwest).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![deny(unsafe_code)]

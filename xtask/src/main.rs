@@ -113,6 +113,9 @@ fn ci() -> Result<(), String> {
     loaded(&[])
 }
 
+#[cfg(test)]
+mod tidy;
+
 #[path = "../../integration/src/busy_loops.rs"]
 mod busy_loops;
 
