@@ -56,6 +56,8 @@
 //! - `testing`: the test harness, [`testing::TestServer`] and [`testing::TestClient`] (hyper and reqwest).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![deny(unsafe_code)]
+// On docs.rs, items behind a feature or `tokio_unstable` say so.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Without the interposer, the recording half of the crate has no caller; it stays compiled so both builds share it.
 #![cfg_attr(not(all(feature = "intercept", target_os = "linux", target_env = "gnu")), allow(dead_code))]
 
