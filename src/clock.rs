@@ -12,6 +12,7 @@
 //! never hides a slow poll.
 
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
 
@@ -105,6 +106,17 @@ pub(crate) fn ns_to_ticks(ns: u64) -> u64 {
     const PROBE: u64 = 1 << 40;
     let probe_ns = u128::from(clock().delta_as_nanos(0, PROBE).max(1));
     u64::try_from(u128::from(ns) * u128::from(PROBE) / probe_ns).unwrap_or(u64::MAX).max(1)
+}
+
+/// A recorded duration in whole microseconds, as run files, headers and reports write it (saturating at
+/// `u64::MAX`).
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Microseconds since the Unix epoch (0 for a time before it), as run files write timestamps.
+pub(crate) fn micros_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, micros)
 }
 
 #[cfg(test)]

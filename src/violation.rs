@@ -336,12 +336,11 @@ impl fmt::Display for Violation {
 }
 
 fn serialize_duration_us<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    s.serialize_u64(crate::clock::micros(*d))
 }
 
 fn serialize_system_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let us = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-    s.serialize_u64(u64::try_from(us).unwrap_or(u64::MAX))
+    s.serialize_u64(crate::clock::micros_since_epoch(*t))
 }
 
 /// The frames of `call_chain` (outermost first) that led to `call_site`, nearest caller first, each with its

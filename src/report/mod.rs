@@ -20,7 +20,7 @@ pub use text::{Style, TextRenderer};
 pub(crate) fn emit_tracing(violations: &crate::Violations, request: Option<(&str, &str)>) {
     let (method, path) = request.unwrap_or(("", ""));
     for v in violations {
-        let duration_us = u64::try_from(v.duration.as_micros()).unwrap_or(u64::MAX);
+        let duration_us = crate::clock::micros(v.duration);
         let call_site = tracing::field::display(&v.call_site);
         let blocking_api = v.blocking_api.as_deref().unwrap_or("");
         let task_id = v.task.as_ref().and_then(|t| t.id).unwrap_or(0);

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Category;
+use crate::clock::micros_since_epoch;
 use crate::violation::{CallSite, Frame, Level, Stuck, Violation, Violations};
 
 /// The schema version written in every record's `version` field. Version 2 writes each distinct stack once per file
@@ -246,7 +247,7 @@ impl ViolationRecord {
             category: v.category,
             weight: v.weight.value(),
             level: v.level,
-            duration_us: u64::try_from(v.duration.as_micros()).unwrap_or(u64::MAX),
+            duration_us: crate::clock::micros(v.duration),
             count: v.count,
             detail: v.detail.clone(),
             call_site: v.call_site.clone(),
@@ -287,10 +288,6 @@ impl ViolationRecord {
 
 fn is_empty(frames: &Arc<[Frame]>) -> bool {
     frames.is_empty()
-}
-
-fn micros_since_epoch(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// The records of a scope's violations, in order, then a `dropped` record when the cap dropped any.

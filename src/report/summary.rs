@@ -145,7 +145,7 @@ impl Group {
 }
 
 fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    s.serialize_u64(crate::clock::micros(*d))
 }
 
 /// The aggregated run.

@@ -913,7 +913,7 @@ fn publish(violation: crate::Violation, origin: &run::Origin, how: Published) {
                 event = violation.event,
                 weight = violation.weight.value(),
                 level = violation.level.as_str(),
-                duration_us = u64::try_from(violation.duration.as_micros()).unwrap_or(u64::MAX),
+                duration_us = crate::clock::micros(violation.duration),
                 call_site = %violation.call_site,
                 thread = violation.thread_name.as_deref().unwrap_or(""),
                 request = request.as_deref().unwrap_or(""),
