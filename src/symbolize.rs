@@ -9,7 +9,7 @@ use crate::catalogue::Category;
 use crate::config::Config;
 use crate::intercept::RawStack;
 use crate::scope::RawViolation;
-use crate::violation::{self, CallSite, Frame, Level, Paths, Selection, SourceLocation, Violation, Weight};
+use crate::violation::{self, CallSite, Frame, Paths, Selection, SourceLocation, Violation, Weight};
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
 
@@ -245,13 +245,7 @@ fn resolve_one(
         _ => selection.call_site,
     };
     Some(Violation {
-        event: raw.event.name,
-        category: raw.event.category,
-        weight,
-        level: Level::of(weight.value()),
-        duration: raw.duration,
         count: raw.count,
-        detail,
         call_site,
         blocking_api: selection.blocking_api,
         blocking_api_crate: selection.blocking_api_crate,
@@ -266,6 +260,7 @@ fn resolve_one(
         thread_name: raw.thread_name,
         timestamp: raw.timestamp,
         stuck: raw.stuck,
+        ..Violation::new(raw.event, weight, raw.duration, detail)
     })
 }
 

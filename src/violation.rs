@@ -299,6 +299,31 @@ impl Stuck {
 }
 
 impl Violation {
+    /// A violation of `event` weighing `weight` (its level derived from it), lasting `duration`, with `detail`, made
+    /// now on no known thread, call site or task: the one place a violation's fields get their defaults.
+    pub(crate) fn new(event: crate::catalogue::Event, weight: Weight, duration: Duration, detail: String) -> Violation {
+        Violation {
+            event: event.name,
+            category: event.category,
+            weight,
+            level: Level::of(weight.value()),
+            duration,
+            count: 1,
+            detail,
+            call_site: CallSite::Unknown,
+            blocking_api: None,
+            blocking_api_crate: None,
+            stack: Vec::new(),
+            call_chain: Vec::new(),
+            task: None,
+            scope_id: 0,
+            thread_id: 0,
+            thread_name: None,
+            timestamp: SystemTime::now(),
+            stuck: None,
+        }
+    }
+
     /// The weight as a number: 0, 1, 10 or 50.
     pub fn severity(&self) -> u32 {
         self.weight.value()

@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::catalogue;
 use crate::clock;
@@ -778,18 +778,6 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         origin.test = name.clone().filter(|n| crate::scope::is_test_thread_name(n));
     }
     let raw = crate::violation::Violation {
-        event: catalogue::STUCK_POLL.name,
-        category: catalogue::STUCK_POLL.category,
-        weight: crate::Weight::Heavy,
-        level: crate::Level::High,
-        duration: elapsed,
-        count: 1,
-        detail,
-        call_site: crate::CallSite::Unknown,
-        blocking_api: None,
-        blocking_api_crate: None,
-        stack: Vec::new(),
-        call_chain: Vec::new(),
         task: task.map(|t| run::TaskContext {
             id: t.id.to_string().parse().ok(),
             spawned_at: t.spawned_at.map(ToString::to_string),
@@ -797,8 +785,9 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         scope_id: scope.as_ref().map_or(0, Scope::id),
         thread_id: u64::try_from(tid).unwrap_or(0),
         thread_name: name,
-        timestamp: SystemTime::now(),
         stuck: Some(mark),
+        // A stuck poll weighs heavy, whatever its duration so far (the catalogue's slow_poll row).
+        ..crate::violation::Violation::new(catalogue::STUCK_POLL, crate::Weight::Heavy, elapsed, detail)
     };
     drop(scope);
     // Symbolizing can take a second on a large debug binary whose debug info is not loaded yet: it happens on a
