@@ -33,6 +33,19 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category, in the catalogue's order.
+    pub const ALL: [Category; 9] = [
+        Category::Sleep,
+        Category::Dns,
+        Category::Net,
+        Category::Process,
+        Category::File,
+        Category::BlockingIo,
+        Category::Metadata,
+        Category::LockWait,
+        Category::SlowPoll,
+    ];
+
     /// The category's name as used in reports and the run files, e.g. `"lock_wait"`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -322,17 +335,21 @@ mod tests {
 
     #[test]
     fn every_category_has_a_row_and_a_fix() {
-        for c in [
-            Category::Sleep,
-            Category::Dns,
-            Category::Net,
-            Category::Process,
-            Category::File,
-            Category::BlockingIo,
-            Category::Metadata,
-            Category::LockWait,
-            Category::SlowPoll,
-        ] {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in Category::ALL {
+            // A new variant fails to compile here until it is added to `Category::ALL` as well.
+            match c {
+                Category::Sleep
+                | Category::Dns
+                | Category::Net
+                | Category::Process
+                | Category::File
+                | Category::BlockingIo
+                | Category::Metadata
+                | Category::LockWait
+                | Category::SlowPoll => {}
+            }
+            assert!(seen.insert(c), "{c} is twice in Category::ALL");
             assert!(CATALOGUE.iter().any(|r| r.category == c), "{c} has no row");
             assert!(!c.fix_hint().is_empty(), "{c} has no fix hint");
         }

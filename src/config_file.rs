@@ -142,3 +142,15 @@ pub(crate) fn read(path: &Path, from_env: bool) -> Result<Vec<AllowEntry>, Confi
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accepted_form_names_every_category() {
+        for c in Category::ALL {
+            assert!(ENTRY_FORM.contains(c.as_str()), "ENTRY_FORM does not name the category {c}");
+        }
+    }
+}
