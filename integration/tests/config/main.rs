@@ -160,9 +160,7 @@ fn allowlisted_startup(path: &std::path::Path) -> u64 {
 
 #[test]
 fn an_allowlist_file_entry_allows_its_function_and_event_only() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("blockcop.toml");
     std::fs::write(
@@ -278,9 +276,7 @@ fn the_baseline_file_is_read_from_blockcop_baseline_with_clear_errors() {
 /// the same body pass, read from `BLOCKCOP_BASELINE` at start-up.
 #[test]
 fn a_test_body_passes_with_a_baseline_written_from_its_failing_run() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let dir = tempfile::tempdir().expect("dir");
     let (runs, again) = (dir.path().join("runs"), dir.path().join("again"));
     let on = [("RUST_TEST_BLOCKCOP", OsString::from("1"))];
@@ -304,9 +300,7 @@ fn a_test_body_passes_with_a_baseline_written_from_its_failing_run() {
 /// `--deny-stale-allowlist`.
 #[test]
 fn the_report_counts_each_allowlist_entry_and_warns_about_stale_ones() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("blockcop.toml");
     std::fs::write(

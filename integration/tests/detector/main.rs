@@ -69,9 +69,7 @@ fn sample_file() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn sleep(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let v = run_in_scope(flavor, scenarios::sleep_in_backoff);
     let hit = assert_blocked(&v, "clock_nanosleep", Level::High, "std::thread::sleep");
     assert_eq!(hit.category, Category::Sleep);
@@ -83,9 +81,7 @@ fn sleep(flavor: Flavor) {
 }
 
 fn dns(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let v = run_in_scope(flavor, scenarios::resolve_with_to_socket_addrs);
     let hit = assert_blocked(&v, "getaddrinfo", Level::High, "to_socket_addrs");
     assert_eq!(hit.detail, "localhost");
@@ -93,9 +89,7 @@ fn dns(flavor: Flavor) {
 }
 
 fn connect(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     let v = run_in_scope(flavor, move || scenarios::connect_with_std(addr));
@@ -104,9 +98,7 @@ fn connect(flavor: Flavor) {
 }
 
 fn accept(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let v = run_in_scope(flavor, move || async move { scenarios::accept_with_std(&listener).await });
@@ -114,9 +106,7 @@ fn accept(flavor: Flavor) {
 }
 
 fn process(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let v = run_in_scope(flavor, scenarios::run_program);
     let spawn = assert_blocked(&v, "posix_spawnp", Level::High, "Command::new");
     assert_eq!(spawn.detail, "true");
@@ -127,17 +117,13 @@ fn process(flavor: Flavor) {
 }
 
 fn join_thread(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let v = run_in_scope(flavor, scenarios::join_thread);
     assert_blocked(&v, "pthread_join", Level::High, "worker.join()");
 }
 
 fn file(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (_dir, path) = sample_file();
     let p = path.clone();
     let v = run_in_scope(flavor, move || async move { scenarios::read_template(&p).await });
@@ -151,9 +137,7 @@ fn file(flavor: Flavor) {
 }
 
 fn file_in_dependency(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let v = run_in_scope(flavor, scenarios::temp_file_through_dependency);
     // The call site is the user's call into the dependency, not a line inside it.
     let hit = assert_blocked(&v, "open64", Level::Medium, "tempfile::tempfile()");
@@ -161,9 +145,7 @@ fn file_in_dependency(flavor: Flavor) {
 }
 
 fn file_two_helpers_deep(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (_dir, path) = sample_file();
     let here = line!() + 1;
     let v = run_in_scope(flavor, move || async move { scenarios::config_through_helpers(&path).await });
@@ -193,9 +175,7 @@ fn file_two_helpers_deep(flavor: Flavor) {
 }
 
 fn sqlite_read_deep_inside_c_code(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("notes.db");
     scenarios::create_sqlite_db(&path).expect("create the database");
@@ -209,9 +189,7 @@ fn sqlite_read_deep_inside_c_code(flavor: Flavor) {
 }
 
 fn blocking_socket_io(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (mut ours, mut theirs) = UnixStream::pair().expect("socket pair");
     theirs.write_all(b"hello").expect("write");
     let v = run_in_scope(flavor, move || async move {
@@ -225,9 +203,7 @@ fn blocking_socket_io(flavor: Flavor) {
 }
 
 fn metadata(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (_dir, path) = sample_file();
     let v = run_in_scope(flavor, move || async move { scenarios::file_size(&path).await });
     let hit = assert_blocked(&v, "statx", Level::Low, "std::fs::metadata");
@@ -236,9 +212,7 @@ fn metadata(flavor: Flavor) {
 }
 
 fn lock_wait(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let lock = Arc::new(Mutex::new(7));
     // Held for 50 ms on another thread: the wait is at least the 10 ms threshold, so at least moderate.
     let holder = scenarios::hold_lock_on_other_thread(lock.clone(), scenarios::BLOCK_FOR);
@@ -251,9 +225,7 @@ fn lock_wait(flavor: Flavor) {
 }
 
 fn stdout_lock_wait_is_trivial(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     // Another thread holds the stdout lock for 50 ms (as a logging thread does mid-write on a loaded machine): the
     // wait for it is console output, trivial however long it took, and fails nothing.
     let holder = scenarios::hold_stdout_on_other_thread(scenarios::BLOCK_FOR);
@@ -314,9 +286,7 @@ fn slow_poll_just_past_the_threshold(flavor: Flavor) {
 /// captures. (On nxv's synchronous SQLite handlers, about 300 recorded calls per request, the captures pushed polls
 /// over the threshold.)
 fn many_recorded_calls_do_not_make_a_slow_poll(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (_dir, path) = sample_file();
     let v = run_in_scope(flavor, move || async move { scenarios::many_metadata_calls_deep(&path, 100, 1000).await });
     let calls: u32 = v.iter().filter(|v| v.event == "statx").map(|v| v.count).sum();
@@ -363,9 +333,7 @@ fn tokio_mutex_is_clean(flavor: Flavor) {
 }
 
 fn tokio_process_is_clean(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     // Spawning through tokio::process calls `posix_spawnp` on the worker thread (a short vfork) and reaps the child
     // without waiting: not flagged, as `std::process`'s fix hint recommends it.
     let v = run_in_scope(flavor, || async { assert!(scenarios::tokio_process().await, "the programs ran") });
@@ -399,9 +367,7 @@ fn other_threads_are_not_attributed(flavor: Flavor) {
 }
 
 fn nested_scopes_attribute_to_the_innermost(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let outer = Scope::new(&enabled());
     let inner = Scope::new(&enabled());
     let inner2 = inner.clone();
@@ -418,9 +384,7 @@ fn nested_scopes_attribute_to_the_innermost(flavor: Flavor) {
 }
 
 fn identical_calls_in_a_loop_are_one_record(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (_dir, path) = sample_file();
     let v = run_in_scope(flavor, move || async move {
         for _ in 0..5 {
@@ -435,9 +399,7 @@ fn identical_calls_in_a_loop_are_one_record(flavor: Flavor) {
 }
 
 fn cap_counts_what_it_drops(flavor: Flavor) {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (_dir, path) = sample_file();
     let scope = Scope::new(&Config::builder().enabled(true).max_violations_per_scope(4).build());
     let task = scope.instrument(async move {
@@ -466,9 +428,7 @@ fn block_in_place_is_clean() {
 
 #[test]
 fn allowlisted_function_is_clean() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let config = Config::builder().enabled(true).allow_blocking_in("scenarios::sleep_in_backoff").build();
     let scope = Scope::new(&config);
     let task = scope.instrument(scenarios::sleep_in_backoff());
@@ -492,9 +452,7 @@ fn calls_outside_any_scope_are_not_recorded() {
 
 #[test]
 fn in_scope_records_a_synchronous_call() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let scope = Scope::new(&enabled());
     scope.in_scope(|| std::thread::sleep(Duration::from_millis(15)));
     let v = scope.take_violations();

@@ -48,9 +48,7 @@ fn assert_entry(entry: &HeaderEntry, event: &str, file: &str, needle: &str, mark
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log_under_std_mutex_is_medium_at_the_write() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (server, _data) = notes_server(on()).await;
     let res = server.client().post("/v1/notes").json(&serde_json_body("groceries")).expect_blocking().send().await;
     assert_eq!(res.status(), 200);
@@ -70,9 +68,7 @@ fn serde_json_body(title: &str) -> std::collections::HashMap<&'static str, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_database_driver_is_high_and_points_into_the_apps_store() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (server, _data) = notes_server(on()).await;
     // A warm database on a persistent connection: SQLite makes only cheap `stat64`/`pread64` calls, but they go
     // through rusqlite, a synchronous database client, so each weighs heavy and the default harness fails it.
@@ -102,9 +98,7 @@ async fn sync_database_driver_is_high_and_points_into_the_apps_store() {
 /// still fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_harness_passes_known_findings_and_fails_new_ones() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     // No slow polls: a loaded machine must not add findings the baseline cannot know.
     let config = || Config::builder().enabled(true).slow_poll_threshold(Duration::from_secs(30));
     let (server, _data) = notes_server(config().build()).await;
@@ -141,9 +135,7 @@ async fn the_harness_passes_known_findings_and_fails_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_read_with_std_fs_is_medium() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (server, _data) = notes_server(on()).await;
     let res = server.client().get("/v1/notes/1/page").expect_blocking().send().await;
     assert_eq!(res.status(), 200);
@@ -163,9 +155,7 @@ async fn template_read_with_std_fs_is_medium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_and_sleep_backoff_are_high() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (server, _data) = notes_server(on()).await;
     let res = server.client().post("/v1/notes/1/publish").expect_blocking().send().await;
     assert_eq!(res.status(), 202);
@@ -221,9 +211,7 @@ async fn fixed_twins_and_health_are_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_severity_fails_the_request_with_a_readable_report() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (server, _data) = notes_server(on()).await;
     let err = server.client().post("/v1/notes/1/publish").try_send().await.expect_err("must fail");
     let TestError::Blocking(failure) = err else { panic!("expected a blocking failure, got {err}") };
@@ -243,9 +231,7 @@ async fn high_severity_fails_the_request_with_a_readable_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_panics_with_the_report() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (server, _data) = notes_server(on()).await;
     let client = server.client();
     let outcome = tokio::spawn(async move { client.post("/v1/notes/1/publish").send().await }).await;
@@ -258,9 +244,7 @@ async fn send_panics_with_the_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_severity_is_configurable() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     // At the default (10, medium) one `std::fs::read_to_string` per request fails; at 50 (high, Galaxy's line) the
     // same request passes.
     let (server, _data) = notes_server(on()).await;
@@ -303,9 +287,7 @@ async fn from_env_follows_rust_test_blockcop() {
 
 #[tokio::test]
 async fn current_thread_runtime_works_too() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (server, _data) = notes_server(on()).await;
     let res = server.client().get("/v1/notes/1/page").expect_blocking().send().await;
     let h = res.expect_violation(Level::Medium);
@@ -392,9 +374,7 @@ async fn preemption_on_a_loaded_machine_is_not_a_slow_poll_and_a_cpu_loop_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_tower_service_on_hyper() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let line = line!() + 2;
     let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
         std::thread::sleep(Duration::from_millis(20));
@@ -410,9 +390,7 @@ async fn plain_tower_service_on_hyper() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_request_is_named_by_its_authority() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     use tower::{Layer, ServiceExt};
     let svc = BlockCopLayer::new(on()).layer(tower::service_fn(|_req: http::Request<()>| async {
         std::thread::sleep(Duration::from_millis(1));
@@ -461,9 +439,7 @@ async fn grpc_health_check(addr: std::net::SocketAddr) -> tonic::Response<tonic_
 /// reaches the gRPC response's metadata with the interceptor's exact line; a clean interceptor leaves no header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_grpc_service_gets_the_header_in_its_response_metadata() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let dir = tempfile::tempdir().expect("dir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "secret").expect("write token");
@@ -495,9 +471,7 @@ async fn tonic_grpc_service_gets_the_header_in_its_response_metadata() {
 /// behind `x-blockcop-request-id` has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_that_blocks_fails_the_request_at_its_line() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let dir = tempfile::tempdir().expect("dir");
     let (server, line) = download_server(on(), dir.path()).await;
     let err = server.client().get("/download").try_send().await.expect_err("the body's std::fs::read fails it");
@@ -517,9 +491,7 @@ async fn a_streamed_body_that_blocks_fails_the_request_at_its_line() {
 /// An SSE handler whose stream sleeps between events: each sleep is a blocking call of the request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_stream_that_sleeps_between_events_is_high() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     use axum::response::sse::{Event, Sse};
     use futures_util::StreamExt;
     let line = line!() + 5;
@@ -601,9 +573,7 @@ async fn oneshot(app: &axum::Router, path: &str) -> http::Response<axum::body::B
 /// same report as `TestClient`, and passes a clean one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oneshot_responses_are_checked_like_test_client_requests() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let (app, handler_line, body_line) = oneshot_app(BlockCopLayer::new(on()));
 
     let res = blockcop::testing::read_response(oneshot(&app, "/").await).await;
@@ -684,9 +654,7 @@ mod hyper_snippet {
 /// The README's hyper 1.x snippet serves with the layer: the handler's `std::fs` read is in the response's header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_hyper_snippet_serves_with_the_header() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(hyper_snippet::serve(listener, BlockCopLayer::new(on())));
@@ -735,9 +703,7 @@ async fn download_server(config: Config, dir: &std::path::Path) -> (TestServer, 
 /// process (this test, run again) with a report directory of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_that_blocks_is_in_the_run_file_under_its_request() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let dir = tempfile::tempdir().expect("dir");
     if std::env::var_os("BLOCKCOP_LAYER_TEST_CHILD").is_some() {
         let (server, line) = download_server(on(), dir.path()).await;
@@ -785,9 +751,7 @@ async fn a_streamed_body_that_blocks_is_in_the_run_file_under_its_request() {
 /// `tokio_unstable`: the sleep is in the header at its line, and the task's slow poll would point at the spawn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_spawned_with_blockcop_current_blocks_on_the_requests_account() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     use blockcop::InstrumentExt as _;
     let line = line!() + 5;
     let app = axum::Router::new().route(

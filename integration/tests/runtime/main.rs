@@ -21,9 +21,7 @@ fn enable_globally() -> &'static Config {
 
 #[test]
 fn test_body_that_blocks_fails_with_the_report() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     assert!(enable_globally().is_enabled());
     let line = line!() + 2;
     let outcome = std::panic::catch_unwind(|| {
@@ -47,9 +45,7 @@ fn clean_test_body_passes_and_returns_its_value() {
 
 #[tokio::test]
 async fn check_wraps_a_tokio_test_body() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     enable_globally();
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let len = blockcop::test::check(async move { tokio::fs::read(manifest).await }).await.expect("read");
@@ -69,9 +65,7 @@ async fn check_wraps_a_tokio_test_body() {
 #[cfg(not(tokio_unstable))]
 #[test]
 fn without_tokio_unstable_install_records_blocking_calls_inside_tasks() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     assert!(!blockcop::runtime::hooks_available());
     let tiny = Duration::from_micros(1);
     for flavor in [support::Flavor::CurrentThread, support::Flavor::MultiThread] {
@@ -177,9 +171,7 @@ mod hooks {
 
     #[test]
     fn every_task_poll_is_a_scope_with_task_id_and_spawn_location() {
-        if !blockcop::is_interposing() {
-            return;
-        }
+        integration::skip_unless_interposing!();
         for flavor in [support::Flavor::CurrentThread, support::Flavor::MultiThread] {
             let rt = runtime_with_hooks(flavor);
             let dir = tempfile::tempdir().expect("dir");
@@ -226,9 +218,7 @@ mod hooks {
 
     #[test]
     fn spawned_task_reaches_the_parent_requests_header() {
-        if !blockcop::is_interposing() {
-            return;
-        }
+        integration::skip_unless_interposing!();
         let rt = runtime_with_hooks(support::Flavor::MultiThread);
         let line = support::marked_line_in(FILE, "tokio::spawn(async { std::thread::sleep", "clock_nanosleep");
         rt.block_on(async {
@@ -253,9 +243,7 @@ mod hooks {
 
     #[test]
     fn work_finishing_after_the_response_lands_in_the_run_file_under_the_request() {
-        if !blockcop::is_interposing() {
-            return;
-        }
+        integration::skip_unless_interposing!();
         let rt = runtime_with_hooks(support::Flavor::MultiThread);
         let dir = tempfile::tempdir().expect("dir");
         let probe = dir.path().join("late.txt");
@@ -304,9 +292,7 @@ mod hooks {
     fn a_websocket_session_stays_attributed_to_its_upgrade_request() {
         use axum::extract::ws::{Message, WebSocketUpgrade};
         use futures_util::{SinkExt as _, StreamExt as _};
-        if !blockcop::is_interposing() {
-            return;
-        }
+        integration::skip_unless_interposing!();
         let rt = runtime_with_hooks(support::Flavor::MultiThread);
         let dir = tempfile::tempdir().expect("dir");
         let probe = dir.path().join("session.txt");
@@ -364,9 +350,7 @@ mod hooks {
 
     #[test]
     fn a_task_polled_inside_another_runtimes_task_leaves_the_outer_poll_in_its_scope() {
-        if !blockcop::is_interposing() {
-            return;
-        }
+        integration::skip_unless_interposing!();
         let outer = runtime_with_hooks(support::Flavor::MultiThread);
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("f");

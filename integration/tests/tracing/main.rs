@@ -46,9 +46,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn violations_are_tracing_events_inside_the_request_span() {
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     use tracing_subscriber::layer::SubscriberExt;
     // A global subscriber: a thread-local default races with tracing's per-callsite interest cache.
     let capture = Capture::default();

@@ -96,9 +96,7 @@ fn deadlocked_poll_is_reported_while_stuck() {
 #[test]
 fn a_sleep_stuck_for_seconds_is_one_record_completed_with_its_final_duration() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !blockcop::is_interposing() {
-        return;
-    }
+    integration::skip_unless_interposing!();
     let scope = Scope::new(&config());
     let sleeping = scope.clone();
     let line = line!() + 4;
