@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{CATALOGUE, Category};
+use crate::catalogue::Category;
 use crate::config::ConfigError;
+use crate::config_file;
 use crate::violation::{CallSite, Frame, Violation, Violations};
 
 /// The variable naming the baseline file, instead of `blockcop-baseline.toml` in the workspace root.
@@ -219,15 +220,8 @@ impl Baseline {
     /// As [`read`](Self::read); `from_env`: the file is named by `BLOCKCOP_BASELINE`, which an unreadable file's
     /// error names.
     pub(crate) fn read_from(path: &Path, from_env: bool) -> Result<Baseline, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            if from_env {
-                ConfigError::variable(ENV_BASELINE, &shown, &format!("a readable TOML file ({e})"))
-            } else {
-                ConfigError::in_file(BASELINE_FILE_NAME, &shown, 0, &format!("cannot be read: {e}"), ENTRY_FORM)
-            }
-        })?;
-        let mut baseline = Baseline::parse(&text, &shown)?;
+        let text = config_file::read_text(path, from_env, ENV_BASELINE, BASELINE_FILE_NAME, ENTRY_FORM)?;
+        let mut baseline = Baseline::parse(&text, &path.display().to_string())?;
         baseline.path = Some(path.to_owned());
         Ok(baseline)
     }
@@ -238,16 +232,13 @@ impl Baseline {
     ///
     /// As [`read`](Self::read).
     pub fn parse(text: &str, shown: &str) -> Result<Baseline, ConfigError> {
-        let line_of = |offset: usize| 1 + text[..offset.min(text.len())].matches('\n').count();
-        let file: FileShape<toml::Spanned<KnownFinding>> = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| line_of(s.start));
-            ConfigError::in_file(BASELINE_FILE_NAME, shown, line, e.message().trim_end(), ENTRY_FORM)
-        })?;
+        let file: FileShape<toml::Spanned<KnownFinding>> =
+            config_file::parse_toml(text, shown, BASELINE_FILE_NAME, ENTRY_FORM)?;
         let entries = file
             .known
             .into_iter()
             .map(|spanned| {
-                let line = line_of(spanned.span().start);
+                let line = config_file::line_at(text, spanned.span().start);
                 let mut entry = spanned.into_inner();
                 let problem = |what: &str| ConfigError::in_file(BASELINE_FILE_NAME, shown, line, what, ENTRY_FORM);
                 if entry.function.trim().is_empty() {
@@ -257,12 +248,8 @@ impl Baseline {
                     (Some(_), Some(_)) => return Err(problem("both `blocking_api` and `event`")),
                     (None, None) => return Err(problem("neither `blocking_api` nor `event`")),
                     (Some(api), None) if api.trim().is_empty() => return Err(problem("`blocking_api` is empty")),
-                    (None, Some(event)) => {
-                        let known = event == "stuck_poll"
-                            || CATALOGUE.iter().any(|row| row.functions.contains(&event.as_str()));
-                        if !known {
-                            return Err(problem(&format!("unknown event `{event}`")));
-                        }
+                    (None, Some(event)) if !crate::catalogue::is_event(event) => {
+                        return Err(problem(&format!("unknown event `{event}`")));
                     }
                     _ => {}
                 }
@@ -280,10 +267,7 @@ pub(crate) fn locate(
     lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     root: Option<&Path>,
 ) -> Option<(PathBuf, bool)> {
-    match lookup(ENV_BASELINE).filter(|v| !v.is_empty()) {
-        Some(path) => Some((PathBuf::from(path), true)),
-        None => root.map(|r| r.join(BASELINE_FILE_NAME)).filter(|p| p.is_file()).map(|p| (p, false)),
-    }
+    config_file::locate_named(ENV_BASELINE, BASELINE_FILE_NAME, lookup, root)
 }
 
 #[cfg(test)]

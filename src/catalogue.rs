@@ -295,6 +295,11 @@ pub(crate) const STUCK_POLL: Event = event("stuck_poll");
 
 /// The catalogue's `&'static str` for an event name read back from a run file; an unknown name (from another
 /// blockcop version) is leaked once and reused.
+/// Whether `name` is an event of the catalogue: a libc function it intercepts, `slow_poll` or `stuck_poll`.
+pub(crate) fn is_event(name: &str) -> bool {
+    CATALOGUE.iter().any(|row| row.functions.contains(&name))
+}
+
 pub(crate) fn intern(name: &str) -> &'static str {
     if let Some(known) = CATALOGUE.iter().flat_map(|r| r.functions.iter()).find(|f| **f == name) {
         return known;

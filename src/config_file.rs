@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::catalogue::{CATALOGUE, Category};
+use crate::catalogue::Category;
 use crate::config::ConfigError;
 
 /// The variable naming the configuration file, instead of `blockcop.toml` in the workspace root.
@@ -87,10 +87,59 @@ pub(crate) fn locate(
     lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     root: Option<&Path>,
 ) -> Option<(PathBuf, bool)> {
-    match lookup(ENV_CONFIG).filter(|v| !v.is_empty()) {
+    locate_named(ENV_CONFIG, CONFIG_FILE_NAME, lookup, root)
+}
+
+/// A checked-in file to read: the one `variable` names when `lookup` has it (the file must exist; `true`), else
+/// `file_name` in `root` if it exists (`false`).
+pub(crate) fn locate_named(
+    variable: &str,
+    file_name: &str,
+    lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    root: Option<&Path>,
+) -> Option<(PathBuf, bool)> {
+    match lookup(variable).filter(|v| !v.is_empty()) {
         Some(path) => Some((PathBuf::from(path), true)),
-        None => root.map(|r| r.join(CONFIG_FILE_NAME)).filter(|p| p.is_file()).map(|p| (p, false)),
+        None => root.map(|r| r.join(file_name)).filter(|p| p.is_file()).map(|p| (p, false)),
     }
+}
+
+/// The text of the checked-in file `file_name` at `path`. One that cannot be read is an error naming `variable`
+/// when it named the file (`from_env`), else the file, with `expected` as the accepted form.
+pub(crate) fn read_text(
+    path: &Path,
+    from_env: bool,
+    variable: &'static str,
+    file_name: &'static str,
+    expected: &str,
+) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let shown = path.display().to_string();
+        if from_env {
+            ConfigError::variable(variable, &shown, &format!("a readable TOML file ({e})"))
+        } else {
+            ConfigError::in_file(file_name, &shown, 0, &format!("cannot be read: {e}"), expected)
+        }
+    })
+}
+
+/// Parses the TOML `text` of the file `file_name` (shown as `shown`); a syntax or shape error names the line and
+/// `form`, the accepted form of its entries.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    shown: &str,
+    file_name: &'static str,
+    form: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(0, |s| line_at(text, s.start));
+        ConfigError::in_file(file_name, shown, line, e.message().trim_end(), form)
+    })
+}
+
+/// The 1-based line of `text` that byte `offset` is on.
+pub(crate) fn line_at(text: &str, offset: usize) -> usize {
+    1 + text[..offset.min(text.len())].matches('\n').count()
 }
 
 /// Reads the allowlist entries of the file at `path` (`from_env`: named by `BLOCKCOP_CONFIG`).
@@ -101,22 +150,12 @@ pub(crate) fn locate(
 /// or `reason`, names an unknown event or category, or has a field not in the form.
 pub(crate) fn read(path: &Path, from_env: bool) -> Result<Vec<AllowEntry>, ConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        if from_env {
-            ConfigError::variable(ENV_CONFIG, &shown, &format!("a readable TOML file ({e})"))
-        } else {
-            ConfigError::file(&shown, 0, &format!("cannot be read: {e}"), "a readable TOML file")
-        }
-    })?;
-    let line_of = |offset: usize| 1 + text[..offset.min(text.len())].matches('\n').count();
-    let file: FileShape = toml::from_str(&text).map_err(|e| {
-        let line = e.span().map_or(0, |s| line_of(s.start));
-        ConfigError::file(&shown, line, e.message().trim_end(), ENTRY_FORM)
-    })?;
+    let text = read_text(path, from_env, ENV_CONFIG, CONFIG_FILE_NAME, "a readable TOML file")?;
+    let file: FileShape = parse_toml(&text, &shown, CONFIG_FILE_NAME, ENTRY_FORM)?;
     file.allow
         .into_iter()
         .map(|spanned| {
-            let line = line_of(spanned.span().start);
+            let line = line_at(&text, spanned.span().start);
             let entry = spanned.into_inner();
             let problem = |what: &str| ConfigError::file(&shown, line, what, ENTRY_FORM);
             if entry.function.trim().is_empty() {
@@ -125,12 +164,8 @@ pub(crate) fn read(path: &Path, from_env: bool) -> Result<Vec<AllowEntry>, Confi
             if entry.reason.trim().is_empty() {
                 return Err(problem("`reason` is empty: say why blocking is allowed there"));
             }
-            if let Some(event) = &entry.event {
-                let known =
-                    event == "stuck_poll" || CATALOGUE.iter().any(|row| row.functions.contains(&event.as_str()));
-                if !known {
-                    return Err(problem(&format!("unknown event `{event}`")));
-                }
+            if let Some(event) = entry.event.as_deref().filter(|e| !crate::catalogue::is_event(e)) {
+                return Err(problem(&format!("unknown event `{event}`")));
             }
             Ok(AllowEntry {
                 function: entry.function,
