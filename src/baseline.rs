@@ -181,7 +181,12 @@ impl Baseline {
 
     /// The entry matching `key`, if any.
     pub fn find(&self, key: &FindingKey) -> Option<&KnownFinding> {
-        self.entries.iter().find(|e| e.function == key.function && e.what() == key.what)
+        self.position(key).map(|i| &self.entries[i])
+    }
+
+    /// The index in [`entries`](Self::entries) of the entry matching `key`, if any.
+    pub fn position(&self, key: &FindingKey) -> Option<usize> {
+        self.entries.iter().position(|e| e.function == key.function && e.what() == key.what)
     }
 
     /// Whether `v` is a known finding.
@@ -192,7 +197,21 @@ impl Baseline {
     /// The severity of the violations the baseline does not know: the sum of their weights (as
     /// [`Violations::severity`]).
     pub fn new_severity(&self, violations: &Violations) -> u32 {
-        violations.iter().filter(|v| !self.knows(v)).fold(0u32, |sum, v| sum.saturating_add(v.score()))
+        self.split(violations).1
+    }
+
+    /// One pass over `violations`: how many calls the baseline knows among those that weigh something (counted as
+    /// the header counts them), and the severity of the violations it does not know.
+    pub fn split(&self, violations: &Violations) -> (u64, u32) {
+        violations.iter().fold((0, 0), |(known, new), v| {
+            if !self.knows(v) {
+                (known, new.saturating_add(v.score()))
+            } else if v.weight > crate::violation::Weight::Trivial {
+                (known + u64::from(v.count.max(1)), new)
+            } else {
+                (known, new)
+            }
+        })
     }
 
     /// The file's text: a comment saying what it is, then one `[[known]]` table per entry.

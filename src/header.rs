@@ -147,10 +147,8 @@ impl ViolationsHeader {
         };
         let from = from.filter(|f| *f != worst.site);
         let severity = violations.severity();
-        let known_calls: u64 =
-            violations.weighted().filter(|v| baseline.knows(v)).map(|v| u64::from(v.count.max(1))).sum();
-        let known = (known_calls > 0)
-            .then(|| KnownCalls { calls: known_calls, new_severity: baseline.new_severity(violations) });
+        let (calls, new_severity) = baseline.split(violations);
+        let known = (calls > 0).then_some(KnownCalls { calls, new_severity });
         Some(ViolationsHeader {
             count: violations.weighted().map(|v| u64::from(v.count)).sum::<u64>() + violations.dropped,
             severity,

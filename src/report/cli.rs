@@ -162,8 +162,7 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
     };
     let Some(mut summary) = read_summary(args.paths, by, err) else { return 2 };
     // A baseline named by --baseline or BLOCKCOP_BASELINE must exist; the default one is read when it does.
-    let named = args.baseline.is_some() || std::env::var_os(ENV_BASELINE).is_some_and(|v| !v.is_empty());
-    let path = baseline_path(args.baseline, &summary);
+    let (path, named) = baseline_path(args.baseline, &summary);
     if named || path.is_file() {
         match Baseline::read(&path) {
             Ok(baseline) => summary.apply_baseline(&baseline),
@@ -261,11 +260,13 @@ fn read_summary(paths: Vec<PathBuf>, by: GroupBy, err: &mut dyn Write) -> Option
 }
 
 /// The baseline file: `given`, else `BLOCKCOP_BASELINE`, else `blockcop-baseline.toml` in the first workspace root
-/// the run files record, else in the current directory.
-fn baseline_path(given: Option<PathBuf>, summary: &Summary) -> PathBuf {
-    given
-        .or_else(|| std::env::var_os(ENV_BASELINE).filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| summary.roots.first().map_or_else(PathBuf::new, Clone::clone).join(BASELINE_FILE_NAME))
+/// the run files record, else in the current directory; and whether it was named (by the option or the variable),
+/// in which case it must exist.
+fn baseline_path(given: Option<PathBuf>, summary: &Summary) -> (PathBuf, bool) {
+    match given.or_else(|| std::env::var_os(ENV_BASELINE).filter(|v| !v.is_empty()).map(PathBuf::from)) {
+        Some(path) => (path, true),
+        None => (summary.roots.first().map_or_else(PathBuf::new, Clone::clone).join(BASELINE_FILE_NAME), false),
+    }
 }
 
 /// `blockcop baseline write|prune`.
@@ -275,7 +276,7 @@ fn baseline(command: BaselineCommand, err: &mut dyn Write) -> u8 {
         BaselineCommand::Prune(args) => (args, true),
     };
     let Some(mut summary) = read_summary(args.paths, GroupBy::Api, err) else { return 2 };
-    let path = baseline_path(args.baseline, &summary);
+    let (path, _) = baseline_path(args.baseline, &summary);
     let (baseline, said) = if prune {
         let old = match Baseline::read(&path) {
             Ok(old) => old,

@@ -479,8 +479,7 @@ impl Summary {
     pub fn apply_baseline(&mut self, baseline: &Baseline) {
         let mut matched = vec![false; baseline.entries().len()];
         for g in &mut self.groups {
-            let key = g.key();
-            let entry = baseline.entries().iter().position(|e| e.function == key.function && e.what() == key.what);
+            let entry = baseline.position(&g.key());
             if let Some(i) = entry {
                 matched[i] = true;
             }
