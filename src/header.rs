@@ -229,11 +229,11 @@ impl ViolationsHeader {
             match key {
                 "count" => {
                     slot_taken(count.is_some())?;
-                    count = Some(raw.parse::<u64>().or_else(|_| err(at, "a whole number for `count`"))?);
+                    count = Some(number(raw, at, key)?);
                 }
                 "severity" => {
                     slot_taken(severity.is_some())?;
-                    severity = Some(raw.parse::<u32>().or_else(|_| err(at, "a whole number for `severity`"))?);
+                    severity = Some(number(raw, at, key)?);
                 }
                 "level" => {
                     slot_taken(level.is_some())?;
@@ -255,11 +255,11 @@ impl ViolationsHeader {
                 }
                 "known" => {
                     slot_taken(known.is_some())?;
-                    known = Some(raw.parse::<u64>().or_else(|_| err(at, "a whole number for `known`"))?);
+                    known = Some(number(raw, at, key)?);
                 }
                 "new_severity" => {
                     slot_taken(new_severity.is_some())?;
-                    new_severity = Some(raw.parse::<u32>().or_else(|_| err(at, "a whole number for `new_severity`"))?);
+                    new_severity = Some(number(raw, at, key)?);
                 }
                 _ => {}
             }
@@ -301,6 +301,11 @@ impl std::str::FromStr for ViolationsHeader {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ViolationsHeader::parse(s)
     }
+}
+
+/// A numeric field's value; `at` is its byte offset in the value.
+fn number<T: std::str::FromStr>(raw: &str, at: usize, key: &str) -> Result<T, HeaderParseError> {
+    raw.parse().or_else(|_| err(at, format!("a whole number for `{key}`")))
 }
 
 fn parse_entry(raw: &str, at: usize) -> Result<HeaderEntry, HeaderParseError> {
