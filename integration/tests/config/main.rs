@@ -144,6 +144,23 @@ fn question_mark_works_in_a_function_returning_io_result() {
 }
 
 /// A configuration read the way `from_env` reads it, with only `vars` set.
+/// Asserts that `variable` naming a file that does not exist (in `dir`) is an error naming the variable, the path
+/// and the accepted form, with blockcop on; returns the path.
+#[track_caller]
+fn assert_named_file_must_exist(variable: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let missing = dir.join("nope.toml");
+    let err = config_with(&[("RUST_TEST_BLOCKCOP", "1"), (variable, missing.to_str().expect("utf-8"))])
+        .expect_err("missing file");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "invalid {variable}={:?}: expected a readable TOML file (",
+            missing.display().to_string()
+        )),
+        "{err}"
+    );
+    missing
+}
+
 fn config_with(vars: &[(&str, &str)]) -> Result<blockcop::Config, blockcop::ConfigError> {
     let vars: std::collections::HashMap<String, String> =
         vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -218,16 +235,7 @@ fn malformed_allowlist_entries_name_the_file_the_line_and_the_form() {
     );
     check("[[allow]\nfunction = 1\n", 1, "");
     // A file named by BLOCKCOP_CONFIG must exist; blockcop off reads no file at all.
-    let missing = dir.path().join("nope.toml");
-    let err = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_CONFIG", missing.to_str().expect("utf-8"))])
-        .expect_err("missing file");
-    assert!(
-        err.to_string().starts_with(&format!(
-            "invalid BLOCKCOP_CONFIG={:?}: expected a readable TOML file (",
-            missing.display().to_string()
-        )),
-        "{err}"
-    );
+    let missing = assert_named_file_must_exist("BLOCKCOP_CONFIG", dir.path());
     assert!(config_with(&[("BLOCKCOP_CONFIG", missing.to_str().expect("utf-8"))]).is_ok());
 }
 
@@ -260,16 +268,7 @@ fn the_baseline_file_is_read_from_blockcop_baseline_with_clear_errors() {
         )),
         "{err}"
     );
-    let missing = dir.path().join("nope.toml");
-    let err = config_with(&[("RUST_TEST_BLOCKCOP", "1"), ("BLOCKCOP_BASELINE", missing.to_str().expect("utf-8"))])
-        .expect_err("missing file");
-    assert!(
-        err.to_string().starts_with(&format!(
-            "invalid BLOCKCOP_BASELINE={:?}: expected a readable TOML file (",
-            missing.display().to_string()
-        )),
-        "{err}"
-    );
+    assert_named_file_must_exist("BLOCKCOP_BASELINE", dir.path());
 }
 
 /// A test body's adoption: its blocking fails it; a baseline written from that run (`blockcop baseline write`) lets

@@ -178,6 +178,20 @@ fn blockcop(args: &[&str]) -> (u8, String, String) {
     (status, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
 }
 
+/// `out` parsed as JSON, after asserting that it validates against the SARIF 2.1.0 schema.
+#[track_caller]
+fn valid_sarif(out: &str) -> serde_json::Value {
+    let sarif: serde_json::Value = serde_json::from_str(out).expect("JSON");
+    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/report/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema")).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema (see tests/report/README.md)");
+    let errors: Vec<String> =
+        validator.iter_errors(&sarif).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "SARIF does not validate:\n{}", errors.join("\n"));
+    sarif
+}
+
 fn snapshot_settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.add_filter(r"\x1b\[[0-9;]*m", "");
@@ -275,14 +289,7 @@ fn sarif_is_valid_2_1_0_and_points_at_the_lines() {
     let dir = tempfile::tempdir().expect("dir");
     let file = fixture(dir.path());
     let (_, out, _) = blockcop(&["report", file.to_str().expect("path"), "--format", "sarif"]);
-    let sarif: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/report/sarif-schema-2.1.0.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema")).expect("schema JSON");
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema (see tests/report/README.md)");
-    let errors: Vec<String> =
-        validator.iter_errors(&sarif).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "SARIF does not validate:\n{}", errors.join("\n"));
+    let sarif = valid_sarif(&out);
     assert_eq!(sarif["version"], "2.1.0");
     let results = sarif["runs"][0]["results"].as_array().expect("results");
     let sleep = results.iter().find(|r| r["ruleId"] == "blocking/sleep").expect("the sleep's result");
@@ -737,14 +744,7 @@ fn sarif_marks_each_result_with_its_baseline_state() {
     });
     let (status, out, _) = blockcop(&["report", next.to_str().expect("path"), "--baseline", b, "--format", "sarif"]);
     assert_eq!(status, 1);
-    let sarif: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/report/sarif-schema-2.1.0.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema")).expect("schema JSON");
-    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    let errors: Vec<String> =
-        validator.iter_errors(&sarif).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "SARIF does not validate:\n{}", errors.join("\n"));
+    let sarif = valid_sarif(&out);
     let results = sarif["runs"][0]["results"].as_array().expect("results");
     let states: Vec<(&str, &str)> = results
         .iter()
