@@ -46,7 +46,7 @@ impl Ticks {
             // clock in nanoseconds) they differ by the TSC's frequency ratio, billions of ticks after boot.
             (0..3).all(|_| {
                 let a = clock.raw();
-                let b = crate::intercept::rdtsc().unwrap_or(0);
+                let b = crate::sys::clock::rdtsc().unwrap_or(0);
                 let c = clock.raw();
                 a <= b && b <= c && c - a < 100_000
             })
@@ -57,7 +57,7 @@ impl Ticks {
     #[inline(always)]
     pub(crate) fn now(self) -> u64 {
         if self.tsc
-            && let Some(t) = crate::intercept::rdtsc()
+            && let Some(t) = crate::sys::clock::rdtsc()
         {
             return t;
         }
@@ -80,7 +80,7 @@ pub(crate) struct Stamp {
 /// The coarse clock in nanoseconds; 0 where there is none (then every poll's end reads the TSC).
 #[inline(always)]
 pub(crate) fn coarse() -> u64 {
-    crate::intercept::coarse_ns().unwrap_or(0)
+    crate::sys::clock::coarse_ns().unwrap_or(0)
 }
 
 /// For a slow-poll threshold of `threshold_ns`: the least coarse-clock difference between a poll's beginning and
@@ -88,7 +88,7 @@ pub(crate) fn coarse() -> u64 {
 /// there is no coarse clock or its ticks are too long for the threshold.
 pub(crate) fn coarse_slack_ns(threshold_ns: u64) -> u64 {
     static RESOLUTION: OnceLock<Option<u64>> = OnceLock::new();
-    match *RESOLUTION.get_or_init(crate::intercept::init_coarse_clock) {
+    match *RESOLUTION.get_or_init(crate::sys::clock::init_coarse_clock) {
         // A tick longer than 50 ms is not a kernel timer tick; do not trust it.
         Some(res) if res <= 50_000_000 => threshold_ns.saturating_sub(res.saturating_mul(2)),
         _ => 0,
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn coarse_slack_leaves_two_ticks_of_margin() {
-        match crate::intercept::init_coarse_clock() {
+        match crate::sys::clock::init_coarse_clock() {
             Some(res) if res <= 50_000_000 => {
                 assert_eq!(coarse_slack_ns(10_000_000 + 2 * res), 10_000_000);
                 // A threshold within two ticks: every poll's end reads the TSC.
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn coarse_clock_keeps_up_with_the_precise_one() {
-        let Some(res) = crate::intercept::init_coarse_clock() else { return };
+        let Some(res) = crate::sys::clock::init_coarse_clock() else { return };
         let (c0, t0) = (coarse(), now());
         std::thread::sleep(std::time::Duration::from_millis(30));
         let (c1, t1) = (coarse(), now());

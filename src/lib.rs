@@ -75,6 +75,7 @@ pub mod runtime;
 mod sampler;
 mod scope;
 mod symbolize;
+mod sys;
 #[path = "test_body.rs"]
 pub mod test;
 #[cfg(feature = "testing")]

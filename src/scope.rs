@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use crate::catalogue::{self, Event};
 use crate::config::Config;
 use crate::instrument::Instrumented;
-use crate::intercept::{self, Detail, RawStack, thread};
+use crate::intercept::{Detail, RawStack, thread};
 use crate::report::run::{self, Origin, RequestContext};
 use crate::violation::{Stuck, Violations, Weight};
 use crate::{clock, symbolize};
@@ -206,7 +206,7 @@ impl RawViolation {
             stack: RawStack::EMPTY,
             site: None,
             samples: Vec::new(),
-            thread_id: intercept::thread_id(),
+            thread_id: crate::sys::thread::thread_id(),
             thread_name: std::thread::current().name().map(str::to_owned),
             timestamp: SystemTime::now(),
             task: thread::current_task(),
@@ -469,7 +469,7 @@ impl ScopeShared {
 /// progress. So a poll preempted for 30 ms that ran for 20 µs counts about 20 µs, whether or not the watchdog saw
 /// it, and a poll that computed for 30 ms counts at least 29 ms.
 fn on_cpu_at_least(start: u64) -> Option<u64> {
-    let now = crate::sampler::own_cpu_ns()?;
+    let now = crate::sys::clock::own_cpu_ns()?;
     let from_reference = thread::cpu_reference()
         .map(|(tick, cpu)| if tick <= start { cpu.saturating_add(clock::delta_ns(tick, start)) } else { cpu });
     let from_watchdog = thread::current_slot().and_then(|slot| slot.seen()).filter(|(tick, _)| *tick >= start);

@@ -133,7 +133,7 @@ pub(crate) fn set_last_coarse(coarse: u64) {
 #[cold]
 #[inline(never)]
 fn refresh_cpu_reference(s: &State, now: u64) {
-    if let Some(cpu) = sampler::own_cpu_ns() {
+    if let Some(cpu) = crate::sys::clock::own_cpu_ns() {
         s.cpu_reference.set((now.max(1), cpu));
     }
 }

@@ -413,7 +413,7 @@ fn start_writer() -> Result<Writer, RunFileError> {
         .name("blockcop-run-file".into())
         .spawn(move || write_loop(rx, file))
         .map_err(|e| failed("starting the run-file writer thread".to_owned(), &e))?;
-    crate::intercept::at_exit(flush_at_exit);
+    crate::sys::exit::at_exit(flush_at_exit);
     Ok(Writer { tx: Mutex::new(tx), path })
 }
 

@@ -30,7 +30,8 @@
 //! calls with timeouts on sockets. If the program already has a `SIGURG` handler, blockcop leaves it alone and does
 //! not sample. On platforms other than Linux the watchdog still drains and reports stuck polls, without stacks.
 //!
-//! Together with the interposer, this is the only module with `unsafe` code.
+//! Together with the interposer and the platform primitives ([`crate::sys`]), this is where blockcop's `unsafe` code
+//! is.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -47,6 +48,7 @@ use crate::intercept::thread::TaskTag;
 use crate::intercept::{MAX_FRAMES, RawStack};
 use crate::report::run;
 use crate::scope::{Scope, ScopeShared};
+use crate::sys;
 use crate::violation::Stuck;
 
 /// How often the watchdog looks at the slots (and resamples a slow poll) while polls are in progress. 10 ms.
@@ -298,7 +300,7 @@ pub(crate) fn register_thread() -> Option<&'static Slot> {
                     }
                 }
             };
-            slot.tid.store(i32::try_from(crate::intercept::thread_id()).unwrap_or(0), Ordering::Relaxed);
+            slot.tid.store(i32::try_from(crate::sys::thread::thread_id()).unwrap_or(0), Ordering::Relaxed);
             *slot.name.lock().unwrap_or_else(PoisonError::into_inner) =
                 std::thread::current().name().map(str::to_owned);
             *owner = Some(SlotOwner(slot));
@@ -506,36 +508,6 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
     unsafe { *libc::__errno_location() = saved };
 }
 
-/// The calling thread's CPU time in ns.
-pub(crate) fn own_cpu_ns() -> Option<u64> {
-    cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
-/// Thread `tid`'s CPU time in ns (Linux): the kernel's per-thread CPU clock id for a tid, as glibc's
-/// `pthread_getcpuclockid` computes it, without touching the thread's `pthread` struct (which may be gone).
-fn thread_cpu_ns(tid: i32) -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        const CPUCLOCK_PERTHREAD_SCHED: libc::clockid_t = 4 | 2;
-        cpu_ns((!tid << 3) | CPUCLOCK_PERTHREAD_SCHED)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = tid;
-        None
-    }
-}
-
-fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec, which we own; an invalid clock id (a thread that is gone) is an
-    // error return, not undefined behaviour.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return None;
-    }
-    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
-}
-
 /// Whether the interrupted instruction lies in the unwinder's code (see [`UNWINDER`]).
 #[cfg(target_os = "linux")]
 fn interrupted_in_unwinder(ctx: *mut libc::c_void) -> bool {
@@ -552,49 +524,6 @@ fn interrupted_in_unwinder(ctx: *mut libc::c_void) -> bool {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let pc = 0usize;
     (lo..hi).contains(&pc)
-}
-
-/// Sends the sampling signal to thread `tid` of this process.
-#[cfg(target_os = "linux")]
-fn signal_thread(tid: i32) -> bool {
-    // SAFETY: tgkill only delivers a signal; our own process id and a thread id from a live slot.
-    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SAMPLE_SIGNAL) == 0 }
-}
-
-/// What the thread of a stuck poll is doing: `running`, or `blocked in syscall N (name)`.
-fn thread_state(tid: i32) -> String {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
-    let first = text.split_whitespace().next().unwrap_or("");
-    match first.parse::<i64>() {
-        Ok(n) => format!("blocked in syscall {n}{}", syscall_name(n).map(|s| format!(" ({s})")).unwrap_or_default()),
-        Err(_) if first == "running" => "running".to_owned(),
-        Err(_) => "in an unknown state".to_owned(),
-    }
-}
-
-fn syscall_name(n: i64) -> Option<&'static str> {
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    {
-        Some(match n {
-            0 => "read",
-            1 => "write",
-            7 => "poll",
-            23 => "select",
-            35 => "nanosleep",
-            42 => "connect",
-            43 => "accept",
-            61 => "wait4",
-            202 => "futex",
-            230 => "clock_nanosleep",
-            232 => "epoll_wait",
-            _ => return None,
-        })
-    }
-    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-    {
-        let _ = n;
-        None
-    }
 }
 
 fn watchdog(sampling: bool) {
@@ -655,7 +584,7 @@ fn watchdog(sampling: bool) {
                 let generation = slot.generation.load(Ordering::Relaxed);
                 let tid = slot.tid.load(Ordering::Relaxed);
                 if slot.seen_generation.load(Ordering::Relaxed) != generation
-                    && let Some(cpu) = thread_cpu_ns(tid)
+                    && let Some(cpu) = sys::clock::thread_cpu_ns(tid)
                 {
                     slot.seen_tick.store(clock::now(), Ordering::Relaxed);
                     slot.seen_cpu_ns.store(cpu, Ordering::Relaxed);
@@ -679,7 +608,7 @@ fn watchdog(sampling: bool) {
                 #[cfg(target_os = "linux")]
                 if sampling && !in_call && slot.sample_state.load(Ordering::Acquire) == EMPTY {
                     slot.requested.store(generation, Ordering::Release);
-                    signal_thread(tid);
+                    sys::thread::signal_thread(tid, SAMPLE_SIGNAL);
                 }
                 #[cfg(not(target_os = "linux"))]
                 let _ = sampling;
@@ -688,7 +617,7 @@ fn watchdog(sampling: bool) {
                     let mark = Stuck {
                         id: NEXT_STUCK_ID.fetch_add(1, Ordering::Relaxed),
                         reported_after_us: elapsed / 1000,
-                        thread_state: thread_state(tid),
+                        thread_state: sys::thread::thread_state(tid),
                         returned: false,
                     };
                     *slot.stuck.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -967,7 +896,7 @@ pub fn stress_sample(target: usize, timeout: Duration) -> usize {
             if stale {
                 slot.requested.store(generation, Ordering::Release);
                 #[cfg(target_os = "linux")]
-                signal_thread(slot.tid.load(Ordering::Relaxed));
+                sys::thread::signal_thread(slot.tid.load(Ordering::Relaxed), SAMPLE_SIGNAL);
                 asked_at.insert(key, std::time::Instant::now());
             }
         }
