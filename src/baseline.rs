@@ -206,7 +206,7 @@ impl Baseline {
         violations.iter().fold((0, 0), |(known, new), v| {
             if !self.knows(v) {
                 (known, new.saturating_add(v.score()))
-            } else if v.weight > crate::violation::Weight::Trivial {
+            } else if v.weight > crate::catalogue::Weight::Trivial {
                 (known + u64::from(v.count.max(1)), new)
             } else {
                 (known, new)

@@ -1,11 +1,13 @@
-//! The catalogue of blocking events: one table of categories, their weight and the libc functions in each.
+//! The catalogue of blocking events: one table of categories, their weight and the libc functions in each; the
+//! weights (aiocop's scale) and the levels a severity maps to.
 //!
 //! Adding an event means adding its function name here and a hook in `src/intercept/hooks.rs`; the hook looks its
 //! event up in this table at compile time, so a hook whose name is missing here does not compile.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
 
-use crate::violation::Weight;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// What kind of blocking a violation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -75,6 +77,133 @@ impl Category {
 
 impl std::fmt::Display for Category {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The weight of one violation, on aiocop's scale (heavy 50, moderate 10, light 1, trivial 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Weight {
+    /// 0: harmless on its own, e.g. a write to stdout.
+    Trivial,
+    /// 1: cheap, e.g. a `stat`.
+    Light,
+    /// 10: worth fixing, e.g. opening a file.
+    Moderate,
+    /// 50: stalls the worker thread, e.g. a sleep or a DNS lookup.
+    Heavy,
+}
+
+impl Weight {
+    /// The numeric weight: 0, 1, 10 or 50.
+    pub const fn value(self) -> u32 {
+        match self {
+            Weight::Trivial => 0,
+            Weight::Light => 1,
+            Weight::Moderate => 10,
+            Weight::Heavy => 50,
+        }
+    }
+
+    /// The weight whose value is the largest not above `value`: 50 and up heavy, 10 moderate, 1 light, 0 trivial.
+    pub const fn from_value(value: u32) -> Weight {
+        if value >= 50 {
+            Weight::Heavy
+        } else if value >= 10 {
+            Weight::Moderate
+        } else if value >= 1 {
+            Weight::Light
+        } else {
+            Weight::Trivial
+        }
+    }
+
+    /// The weight of a call of `category` that blocked for `duration`, given the slow-poll `threshold`.
+    ///
+    /// Measured cost can raise the static weight, never lower it: `>= 10 × threshold` is heavy, `>= threshold`
+    /// at least moderate. A lock wait has no static weight: under 1 ms it is light, from 1 ms moderate. A trivial
+    /// call (console output) stays trivial: on a loaded machine a write to stdout can take milliseconds of wall
+    /// time while the thread is preempted, and logging is not the blocking a developer is after.
+    pub fn for_call(base: Weight, category: Category, duration: Duration, threshold: Duration) -> Weight {
+        if base == Weight::Trivial {
+            return Weight::Trivial;
+        }
+        let base = if category == Category::LockWait {
+            if duration < LOCK_WAIT_LIGHT_BELOW { Weight::Light } else { Weight::Moderate }
+        } else {
+            base
+        };
+        base.max(Self::for_duration(duration, threshold))
+    }
+
+    /// The weight measured time alone earns: heavy at `>= 10 × threshold`, moderate at `>= threshold`, otherwise
+    /// trivial. This is also the weight of a slow poll.
+    pub fn for_duration(duration: Duration, threshold: Duration) -> Weight {
+        if duration >= threshold.saturating_mul(10) {
+            Weight::Heavy
+        } else if duration >= threshold {
+            Weight::Moderate
+        } else {
+            Weight::Trivial
+        }
+    }
+}
+
+/// A lock wait shorter than this is light; from this on it is moderate. 1 ms.
+pub const LOCK_WAIT_LIGHT_BELOW: Duration = Duration::from_millis(1);
+
+impl Serialize for Weight {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.value())
+    }
+}
+
+/// The level of a severity: high from 50, medium from 10, low below (aiocop's thresholds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Severity below 10.
+    Low,
+    /// Severity 10 to 49.
+    Medium,
+    /// Severity 50 and above.
+    High,
+}
+
+impl Level {
+    /// The level of a severity (the max weight of a set of violations).
+    pub const fn of(severity: u32) -> Level {
+        if severity >= Weight::Heavy.value() {
+            Level::High
+        } else if severity >= Weight::Moderate.value() {
+            Level::Medium
+        } else {
+            Level::Low
+        }
+    }
+
+    /// The lowest severity that has this level: 0, 10 or 50.
+    pub const fn min_severity(self) -> u32 {
+        match self {
+            Level::Low => 0,
+            Level::Medium => Weight::Moderate.value(),
+            Level::High => Weight::Heavy.value(),
+        }
+    }
+
+    /// `"low"`, `"medium"` or `"high"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
@@ -367,5 +496,37 @@ mod tests {
             let line = format!("| {} | {} |", row.category, row.functions.join(", "));
             assert!(readme.contains(&line), "README's catalogue table lacks or differs from: {line}");
         }
+    }
+
+    #[test]
+    fn level_thresholds_follow_aiocop() {
+        assert_eq!(Level::of(0), Level::Low);
+        assert_eq!(Level::of(9), Level::Low);
+        assert_eq!(Level::of(10), Level::Medium);
+        assert_eq!(Level::of(49), Level::Medium);
+        assert_eq!(Level::of(50), Level::High);
+        assert_eq!(Level::of(500), Level::High);
+    }
+
+    #[test]
+    fn duration_raises_weight_never_lowers_it() {
+        let t = Duration::from_millis(10);
+        let w = |base, cat, ms| Weight::for_call(base, cat, Duration::from_millis(ms), t);
+        assert_eq!(w(Weight::Light, Category::Metadata, 0), Weight::Light);
+        assert_eq!(w(Weight::Light, Category::Metadata, 10), Weight::Moderate);
+        assert_eq!(w(Weight::Light, Category::Metadata, 100), Weight::Heavy);
+        // Console output stays trivial, however long the write (or the wait for its lock) took.
+        assert_eq!(w(Weight::Trivial, Category::BlockingIo, 99), Weight::Trivial);
+        assert_eq!(w(Weight::Heavy, Category::Sleep, 0), Weight::Heavy);
+        // Lock waits are weighted by the wait itself.
+        let lock = |us| Weight::for_call(Weight::Light, Category::LockWait, Duration::from_micros(us), t);
+        assert_eq!(lock(999), Weight::Light);
+        assert_eq!(lock(1_000), Weight::Moderate);
+        assert_eq!(lock(10_000), Weight::Moderate);
+        assert_eq!(lock(100_000), Weight::Heavy);
+        // Slow polls: moderate at the threshold, heavy at ten times.
+        assert_eq!(Weight::for_duration(Duration::from_millis(9), t), Weight::Trivial);
+        assert_eq!(Weight::for_duration(Duration::from_millis(10), t), Weight::Moderate);
+        assert_eq!(Weight::for_duration(Duration::from_millis(100), t), Weight::Heavy);
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::violation::Level;
+use crate::catalogue::Level;
 
 /// Slow-poll threshold used when none is set. By default, 10 ms.
 pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);

@@ -24,7 +24,8 @@ use http::header::HeaderName;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 use crate::baseline::Baseline;
-use crate::violation::{Frame, Level, Violation, Violations};
+use crate::catalogue::Level;
+use crate::violation::{Frame, Violation, Violations};
 
 /// `x-blocking-violations`.
 pub const X_BLOCKING_VIOLATIONS: HeaderName = HeaderName::from_static("x-blocking-violations");

@@ -62,6 +62,7 @@
 #![cfg_attr(not(all(feature = "intercept", target_os = "linux", target_env = "gnu")), allow(dead_code))]
 
 pub mod baseline;
+mod call_site;
 mod catalogue;
 mod clock;
 mod config;
@@ -82,7 +83,7 @@ pub mod test;
 pub mod testing;
 mod violation;
 
-pub use catalogue::{BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category};
+pub use catalogue::{BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category, LOCK_WAIT_LIGHT_BELOW, Level, Weight};
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
     DEFAULT_SLOW_POLL_THRESHOLD, DEFAULT_STUCK_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS,
@@ -96,9 +97,7 @@ pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;
 pub use sampler::{sampling_active, stress_sample, stuck_polls};
 pub use scope::Scope;
-pub use violation::{
-    CallSite, Frame, LOCK_WAIT_LIGHT_BELOW, Level, SourceLocation, Stuck, Violation, Violations, Weight,
-};
+pub use violation::{CallSite, Frame, SourceLocation, Stuck, Violation, Violations};
 
 /// Runs `f` with detection suspended on this thread: its blocking calls are not recorded and its time is left
 /// out of the enclosing poll's slow-poll check. For blocking that is deliberate and known to be short.

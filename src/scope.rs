@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crate::catalogue::Weight;
 use crate::catalogue::{self, Event};
 use crate::config::Config;
 use crate::instrument::Instrumented;
 use crate::intercept::{Detail, RawStack, thread};
 use crate::report::run::{self, Origin, RequestContext};
-use crate::violation::{Stuck, Violations, Weight};
+use crate::violation::{Stuck, Violations};
 use crate::{clock, symbolize};
 
 static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);

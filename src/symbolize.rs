@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
+use crate::call_site::{self, Paths, Selection};
 use crate::catalogue::Category;
+use crate::catalogue::Weight;
 use crate::config::Config;
 use crate::intercept::RawStack;
 use crate::scope::RawViolation;
-use crate::violation::{self, CallSite, Frame, Paths, Selection, SourceLocation, Violation, Weight};
+use crate::violation::{CallSite, Frame, SourceLocation, Violation};
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
 
@@ -221,12 +223,12 @@ fn resolve_one(
     }
     // A slow poll whose every stack sample is inside tokio's own code (its blocking pool's spawn spinning on a
     // parking_lot lock, `sched_yield`) is the runtime's, not the user's.
-    if !raw.samples.is_empty() && raw.samples.iter().all(|s| violation::lock_owned_by_tokio(&frames_of(s), &PATHS)) {
+    if !raw.samples.is_empty() && raw.samples.iter().all(|s| call_site::lock_owned_by_tokio(&frames_of(s), &PATHS)) {
         return None;
     }
     let weight = judged_weight(&raw, &frames, config);
     let mut detail = raw.detail.as_str().to_owned();
-    let mut selection = violation::select(&frames, &PATHS, root);
+    let mut selection = call_site::select(&frames, &PATHS, root);
     // A slow poll has no blocking call to point at: its site is the hottest user frame of the watchdog's stack
     // samples, else where the future was instrumented (or the task spawned).
     if !raw.samples.is_empty() {
@@ -238,7 +240,7 @@ fn resolve_one(
     }
     let call_site = match (raw.site, selection.call_site.location()) {
         (Some(loc), None) => CallSite::Source(SourceLocation {
-            file: violation::relative(loc.file(), root),
+            file: call_site::relative(loc.file(), root),
             line: loc.line(),
             column: Some(loc.column()),
         }),
@@ -272,7 +274,7 @@ fn judged_weight(raw: &RawViolation, frames: &[Frame], config: &Config) -> Weigh
     if category == Category::SlowPoll {
         return raw.weight;
     }
-    if category == Category::LockWait && violation::waits_for_stdio(frames, &PATHS) {
+    if category == Category::LockWait && call_site::waits_for_stdio(frames, &PATHS) {
         return Weight::Trivial;
     }
     let through_client = frames
@@ -296,7 +298,7 @@ pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
         if !matches!(allowed(&frames, crate::catalogue::SLOW_POLL, config), Allowed::No) {
             continue;
         }
-        let sel = violation::select(&frames, &PATHS, root);
+        let sel = call_site::select(&frames, &PATHS, root);
         if sel.call_site.location().is_none() {
             continue;
         }
@@ -332,7 +334,7 @@ fn allowed(frames: &[Frame], event: crate::catalogue::Event, config: &Config) ->
     if let Some(i) = config.allow_entries().iter().position(|e| e.allows(event.name, event.category, functions())) {
         return Allowed::Entry(i);
     }
-    if event.category == Category::LockWait && violation::lock_owned_by_tokio(frames, &PATHS) {
+    if event.category == Category::LockWait && call_site::lock_owned_by_tokio(frames, &PATHS) {
         return Allowed::Builtin;
     }
     Allowed::No

@@ -78,7 +78,7 @@ fn fail_if_blocking(violations: &Violations, config: &Config, caller: &'static L
     let mut report = format!(
         "blockcop: the test body at {caller} blocked a tokio worker: severity {severity} ({}){of} reaches the fail \
          severity {} (BLOCKCOP_FAIL_SEVERITY)\n\n",
-        crate::violation::Level::of(severity),
+        crate::catalogue::Level::of(severity),
         config.fail_severity()
     );
     list.sort_by_key(|v| std::cmp::Reverse(v.weight));

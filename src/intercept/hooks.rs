@@ -23,9 +23,9 @@ use std::time::Duration;
 use libc::{mode_t, off_t, pid_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
 
 use super::{Detail, RawStack, thread};
+use crate::catalogue::Weight;
 use crate::catalogue::{self, Event};
 use crate::clock;
-use crate::violation::Weight;
 
 /// libc's definition of a hooked function, looked up once with `dlsym(RTLD_NEXT, name)`.
 struct Real {

@@ -12,7 +12,7 @@
 
 use std::fmt::{self, Write as _};
 
-use crate::violation::Weight;
+use crate::catalogue::Weight;
 
 pub(crate) mod thread;
 

@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Category;
+use crate::catalogue::Level;
 use crate::clock::micros_since_epoch;
-use crate::violation::{CallSite, Frame, Level, Stuck, Violation, Violations};
+use crate::violation::{CallSite, Frame, Stuck, Violation, Violations};
 
 /// The schema version written in every record's `version` field. Version 2 writes each distinct stack once per file
 /// (a `stack` line) and lets violation records refer to it by `stack_id`; readers read versions 1 and 2.
@@ -266,7 +267,7 @@ impl ViolationRecord {
         Violation {
             event: crate::catalogue::intern(&self.event),
             category: self.category,
-            weight: crate::violation::Weight::from_value(self.weight),
+            weight: crate::catalogue::Weight::from_value(self.weight),
             level: self.level,
             duration: Duration::from_micros(self.duration_us),
             count: self.count,

@@ -17,7 +17,8 @@ use serde_sarif::sarif::{
 use super::Summary;
 use super::summary::BaselineState;
 use crate::catalogue::CATALOGUE;
-use crate::violation::{Level, SourceLocation};
+use crate::catalogue::Level;
+use crate::violation::SourceLocation;
 
 /// The SARIF level of a blockcop level.
 fn level(l: Level) -> &'static str {

@@ -12,7 +12,8 @@ use super::run::{Record, RecordBody, RunFiles, ViolationRecord};
 use super::text::{TextRenderer, format_duration};
 use crate::baseline::{Baseline, FindingKey, KnownFinding};
 use crate::catalogue::Category;
-use crate::violation::{CallSite, Level};
+use crate::catalogue::Level;
+use crate::violation::CallSite;
 
 /// How violations are grouped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

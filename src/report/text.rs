@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use annotate_snippets::{AnnotationKind, Group, Level as Kind, Origin, Renderer, Snippet};
 
 use crate::catalogue::Category;
-use crate::violation::{CallSite, Level, Violation};
+use crate::catalogue::Level;
+use crate::violation::{CallSite, Violation};
 
 /// Colored or plain output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +280,8 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::violation::{SourceLocation, Weight};
+    use crate::catalogue::Weight;
+    use crate::violation::SourceLocation;
 
     fn violation(site: CallSite) -> Violation {
         Violation {

@@ -8,11 +8,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::baseline::Baseline;
+use crate::catalogue::Level;
 use crate::config::{Config, ConfigError};
 use crate::header::{HeaderParseError, ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::layer::{RequestRecord, request_violations};
 use crate::report::{Style, TextRenderer};
-use crate::violation::Level;
 
 /// A `reqwest` client for one server that checks every response's `x-blocking-violations`.
 #[derive(Debug, Clone)]
