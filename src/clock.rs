@@ -119,6 +119,18 @@ pub(crate) fn micros_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, micros)
 }
 
+/// `52.1ms`, `830µs`, `1.20s`.
+pub(crate) fn format_duration(d: std::time::Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1e6 {
+        format!("{:.1}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +164,12 @@ mod tests {
         let (coarse_ns, precise_ns) = (c1 - c0, delta_ns(t0, t1));
         // Within the margin the slow-poll check relies on: two coarse ticks.
         assert!(coarse_ns + 2 * res >= precise_ns, "coarse {coarse_ns} ns, precise {precise_ns} ns, tick {res} ns");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(std::time::Duration::from_micros(830)), "830µs");
+        assert_eq!(format_duration(std::time::Duration::from_micros(52_140)), "52.1ms");
+        assert_eq!(format_duration(std::time::Duration::from_millis(1_200)), "1.20s");
     }
 }

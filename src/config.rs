@@ -243,14 +243,14 @@ impl Config {
         }
         // The checked-in allowlist, only when blockcop is on (finding the workspace root reads the debug info).
         if b.settings.enabled
-            && let Some((path, named)) = crate::config_file::locate(&lookup, crate::symbolize::workspace_root())
+            && let Some((path, named)) = crate::config_file::locate(&lookup, crate::workspace::root())
         {
             b.settings.allow_entries = crate::config_file::read(&path, named)?;
             crate::report::run::note_allowlist(&b.settings.allow_entries);
         }
         // The checked-in baseline of known findings, likewise.
         if b.settings.enabled
-            && let Some((path, named)) = crate::baseline::locate(&lookup, crate::symbolize::workspace_root())
+            && let Some((path, named)) = crate::baseline::locate(&lookup, crate::workspace::root())
         {
             b = b.baseline(crate::baseline::Baseline::read_from(&path, named)?);
         }

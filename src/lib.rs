@@ -82,6 +82,7 @@ pub mod test;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod violation;
+mod workspace;
 
 pub use catalogue::{BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category, LOCK_WAIT_LIGHT_BELOW, Level, Weight};
 pub use config::{
@@ -140,5 +141,5 @@ pub fn warmed_up() -> bool {
 /// whatever the working directory; without debug info, the nearest ancestor of `CARGO_MANIFEST_DIR`, or of the
 /// current directory, whose `Cargo.toml` has a `[workspace]` table.
 pub fn workspace_root() -> Option<&'static std::path::Path> {
-    symbolize::workspace_root()
+    workspace::root()
 }

@@ -15,7 +15,8 @@ use crate::catalogue::{self, Event};
 use crate::config::Config;
 use crate::instrument::Instrumented;
 use crate::intercept::{Detail, RawStack, thread};
-use crate::report::run::{self, Origin, RequestContext};
+use crate::report::run::{self, Origin};
+use crate::violation::RequestContext;
 use crate::violation::{Stuck, Violations};
 use crate::{clock, symbolize};
 

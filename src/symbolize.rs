@@ -2,7 +2,6 @@
 //! choosing call sites. Runs with detection suspended, never inside an intercepted call.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use crate::call_site::{self, Paths, Selection};
@@ -15,88 +14,11 @@ use crate::violation::{CallSite, Frame, SourceLocation, Violation};
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
 
-/// `$CARGO_HOME`, else `~/.cargo`.
-fn cargo_home() -> Option<String> {
-    std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
 static PATHS: LazyLock<Paths> = LazyLock::new(|| Paths {
-    cargo_home: cargo_home(),
+    cargo_home: crate::workspace::cargo_home(),
     blockcop_src: concat!(env!("CARGO_MANIFEST_DIR"), "/src/").to_owned(),
-    workspace_root: workspace_root().map(|r| r.to_string_lossy().into_owned()),
+    workspace_root: crate::workspace::root().map(|r| r.to_string_lossy().into_owned()),
 });
-
-/// The workspace root of the crate that was built, whatever the working directory: the directory rustc ran in, as
-/// the executable's debug info records it (see [`root_from_debug_info`]). Without debug info, the nearest ancestor of
-/// the running package's manifest directory (or of the current directory) whose `Cargo.toml` has a `[workspace]`
-/// table. Call sites inside it are shown relative to it.
-static WORKSPACE_ROOT: LazyLock<Option<PathBuf>> = LazyLock::new(|| root_from_debug_info().or_else(root_from_cwd));
-
-/// The directory cargo ran rustc in for the executable's own code: the `DW_AT_comp_dir` of its compile units. Cargo
-/// runs rustc in the workspace root for every local package (registry and git dependencies run in their own
-/// directory, std in `/rustc/<hash>`), so the most common directory that holds a `Cargo.toml` and is neither of
-/// those is the workspace root. Reads only the compile units' first entries: about 30 ms on a 130 MB debug binary.
-/// `None` without debug info (or with compressed debug sections).
-pub(crate) fn root_from_debug_info() -> Option<PathBuf> {
-    use object::{Object as _, ObjectSection as _};
-    let exe = std::env::current_exe().ok()?;
-    let file = std::fs::File::open(exe).ok()?;
-    let cache = object::ReadCache::new(file);
-    let obj = object::File::parse(&cache).ok()?;
-    let endian = if obj.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
-    let section = |name: &str| {
-        let data = obj.section_by_name(name).and_then(|s| s.data().ok()).unwrap_or(&[]);
-        gimli::EndianSlice::new(data, endian)
-    };
-    let info = gimli::DebugInfo::from(section(".debug_info"));
-    let abbrev = gimli::DebugAbbrev::from(section(".debug_abbrev"));
-    let strs = gimli::DebugStr::from(section(".debug_str"));
-    let line_strs = gimli::DebugLineStr::from(section(".debug_line_str"));
-    let cargo_home = cargo_home().map(PathBuf::from);
-    let mut counts: HashMap<&[u8], usize> = HashMap::new();
-    let mut units = info.units();
-    while let Ok(Some(header)) = units.next() {
-        let Ok(abbrevs) = header.abbreviations(&abbrev) else { continue };
-        let mut entries = header.entries(&abbrevs);
-        let Ok(Some(root)) = entries.next_dfs() else { continue };
-        let dir = match root.attr_value(gimli::DW_AT_comp_dir) {
-            Some(gimli::AttributeValue::String(s)) => s,
-            Some(gimli::AttributeValue::DebugStrRef(o)) => strs.get_str(o).unwrap_or_default(),
-            Some(gimli::AttributeValue::DebugLineStrRef(o)) => line_strs.get_str(o).unwrap_or_default(),
-            _ => continue,
-        };
-        *counts.entry(dir.slice()).or_default() += 1;
-    }
-    let mut dirs: Vec<(usize, PathBuf)> = counts
-        .into_iter()
-        .filter_map(|(dir, n)| Some((n, PathBuf::from(std::str::from_utf8(dir).ok()?))))
-        .filter(|(_, dir)| {
-            !dir.starts_with("/rustc")
-                && !cargo_home
-                    .as_ref()
-                    .is_some_and(|home| dir.starts_with(home.join("registry")) || dir.starts_with(home.join("git")))
-                && !dir.to_string_lossy().contains("/.cargo/registry/")
-                && dir.join("Cargo.toml").is_file()
-        })
-        .collect();
-    dirs.sort();
-    dirs.pop().map(|(_, dir)| dir)
-}
-
-fn root_from_cwd() -> Option<PathBuf> {
-    let start = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).or_else(|| std::env::current_dir().ok())?;
-    let is_workspace = |dir: &Path| {
-        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
-    };
-    start
-        .ancestors()
-        .find(|d| is_workspace(d))
-        .or_else(|| start.ancestors().find(|d| d.join("Cargo.toml").is_file()))
-        .map(Path::to_path_buf)
-}
 
 static WARM_UP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 static WARMED_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -163,11 +85,6 @@ pub(crate) fn warmed_up() -> bool {
     WARMED_UP.load(std::sync::atomic::Ordering::Acquire)
 }
 
-/// The workspace root call sites are shown relative to, if one was found.
-pub(crate) fn workspace_root() -> Option<&'static Path> {
-    WORKSPACE_ROOT.as_deref()
-}
-
 /// The symbolized frames at one return address, innermost (inlined) first.
 fn frames_at(ip: usize) -> Arc<[Frame]> {
     if let Some(f) = FRAMES.lock().unwrap_or_else(PoisonError::into_inner).get(&ip) {
@@ -211,7 +128,7 @@ fn resolve_one(
     scope_id: u64,
     by_entries: &mut Vec<EntryAllowed>,
 ) -> Option<Violation> {
-    let root = workspace_root();
+    let root = crate::workspace::root();
     let frames = frames_of(&raw.stack);
     match allowed(&frames, raw.event, config) {
         Allowed::No => {}
@@ -253,7 +170,7 @@ fn resolve_one(
         blocking_api_crate: selection.blocking_api_crate,
         stack: selection.stack,
         call_chain: selection.call_chain,
-        task: raw.task.map(|t| crate::report::run::TaskContext {
+        task: raw.task.map(|t| crate::violation::TaskContext {
             id: t.id.to_string().parse().ok(),
             spawned_at: t.spawned_at.map(ToString::to_string),
         }),
@@ -291,7 +208,7 @@ fn frames_of(stack: &RawStack) -> Vec<Frame> {
 /// The call site most stack samples agree on (the first among equals), with that sample's stack; `Unknown` when no
 /// sample reaches user code.
 pub(crate) fn hottest(samples: &[RawStack], config: &Config) -> Selection {
-    let root = workspace_root();
+    let root = crate::workspace::root();
     let mut tally: Vec<(Selection, usize)> = Vec::new();
     for sample in samples {
         let frames = frames_of(sample);

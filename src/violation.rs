@@ -123,7 +123,7 @@ pub struct Violation {
     /// body) appear once. Empty when no user frame is known.
     pub call_chain: Vec<Frame>,
     /// The tokio task that was being polled, when a runtime hook began the poll (see [`crate::runtime`]).
-    pub task: Option<crate::report::run::TaskContext>,
+    pub task: Option<TaskContext>,
     /// The id of the scope the violation was recorded in.
     pub scope_id: u64,
     /// The OS thread id (`gettid`) of the thread that blocked.
@@ -138,6 +138,24 @@ pub struct Violation {
     /// `stuck_poll` with the poll's final duration). The two share [`Stuck::id`]; reports show the completed one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stuck: Option<Stuck>,
+}
+
+/// The request a violation belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestContext {
+    /// The method.
+    pub method: String,
+    /// The path; for a CONNECT request, its authority (`host:port`).
+    pub path: String,
+}
+
+/// The task a violation belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskContext {
+    /// tokio's task id, when known.
+    pub id: Option<u64>,
+    /// Where the task was spawned (or instrumented), `file:line:col`.
+    pub spawned_at: Option<String>,
 }
 
 /// A poll the watchdog reported as stuck (still running after the stuck-poll threshold, `BLOCKCOP_STUCK_MS`).

@@ -10,7 +10,6 @@ mod summary;
 mod text;
 
 pub use summary::{BaselineComparison, BaselineState, Group, GroupBy, MAX_TARGETS_LISTED, Summary};
-pub(crate) use text::format_duration;
 pub use text::{Style, TextRenderer};
 
 /// Emits each violation as a `tracing` event, target `blockcop`: WARN for medium and high, DEBUG for low, with the

@@ -25,6 +25,7 @@ use crate::catalogue::Category;
 use crate::catalogue::Level;
 use crate::clock::micros_since_epoch;
 use crate::violation::{CallSite, Frame, Stuck, Violation, Violations};
+pub use crate::violation::{RequestContext, TaskContext};
 
 /// The schema version written in every record's `version` field. Version 2 writes each distinct stack once per file
 /// (a `stack` line) and lets violation records refer to it by `stack_id`; readers read versions 1 and 2.
@@ -212,24 +213,6 @@ pub struct ViolationRecord {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck: Option<Stuck>,
-}
-
-/// The request a violation belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RequestContext {
-    /// The method.
-    pub method: String,
-    /// The path; for a CONNECT request, its authority (`host:port`).
-    pub path: String,
-}
-
-/// The task a violation belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TaskContext {
-    /// tokio's task id, when known.
-    pub id: Option<u64>,
-    /// Where the task was spawned (or instrumented), `file:line:col`.
-    pub spawned_at: Option<String>,
 }
 
 /// Where a scope's records come from: the request, task and test they belong to.

@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::run::{Record, RecordBody, RunFiles, ViolationRecord};
-use super::text::{TextRenderer, format_duration};
+use super::text::TextRenderer;
 use crate::baseline::{Baseline, FindingKey, KnownFinding};
 use crate::catalogue::Category;
 use crate::catalogue::Level;
+use crate::clock::format_duration;
 use crate::violation::CallSite;
 
 /// How violations are grouped.

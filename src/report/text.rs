@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use annotate_snippets::{AnnotationKind, Group, Level as Kind, Origin, Renderer, Snippet};
 
-use crate::catalogue::Category;
-use crate::catalogue::Level;
+use crate::catalogue::{Category, Level};
+use crate::clock::format_duration;
 use crate::violation::{CallSite, Violation};
 
 /// Colored or plain output.
@@ -221,18 +221,6 @@ fn title(v: &Violation) -> String {
     }
 }
 
-/// `52.1ms`, `830µs`, `1.20s`.
-pub(crate) fn format_duration(d: std::time::Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.0}µs")
-    } else if us < 1e6 {
-        format!("{:.1}ms", us / 1000.0)
-    } else {
-        format!("{:.2}s", us / 1e6)
-    }
-}
-
 pub(crate) fn fix_hint(v: &Violation) -> String {
     // A stuck poll with no blocking call recorded: the advice follows what the thread was doing.
     if let Some(stuck) = v.stuck.as_ref().filter(|_| v.category == Category::SlowPoll) {
@@ -395,12 +383,5 @@ error[blocking/sleep]: `clock_nanosleep` blocked a tokio worker for 52.1ms
         assert_eq!(hint("running"), Category::SlowPoll.fix_hint());
         assert!(hint("blocked in syscall 61 (wait4)").contains("spawn_blocking"));
         assert!(hint("in an unknown state").starts_with("see the stack"));
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(format_duration(Duration::from_micros(830)), "830µs");
-        assert_eq!(format_duration(Duration::from_micros(52_140)), "52.1ms");
-        assert_eq!(format_duration(Duration::from_millis(1_200)), "1.20s");
     }
 }

@@ -697,7 +697,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
     let _ = write!(
         detail,
         "poll still running after {}; thread {} is {}",
-        crate::report::format_duration(elapsed),
+        crate::clock::format_duration(elapsed),
         name.as_deref().map_or_else(|| tid.to_string(), |n| format!("'{n}'")),
         mark.thread_state
     );
@@ -707,7 +707,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         origin.test = name.clone().filter(|n| crate::scope::is_test_thread_name(n));
     }
     let raw = crate::violation::Violation {
-        task: task.map(|t| run::TaskContext {
+        task: task.map(|t| crate::violation::TaskContext {
             id: t.id.to_string().parse().ok(),
             spawned_at: t.spawned_at.map(ToString::to_string),
         }),
