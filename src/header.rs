@@ -9,7 +9,7 @@
 //! (or task's) own line that led to a blocking call inside the app's helpers, where a `spawn_blocking` usually goes. `severity` is the request's score, the sum of the weights of
 //! its calls ([`Violations::severity`]), and `level` its level. `count` counts the request's calls that weigh something
 //! (consecutive identical calls, merged into one record, count one by one), plus those the per-scope cap dropped.
-//! `known` and `new_severity`, present together when the baseline ([`crate::baseline`]) knows some of the calls:
+//! `known` and `new_severity`, present together when the baseline ([`crate::config::baseline`]) knows some of the calls:
 //! how many calls it knows, and the score of the others, which the test harness compares with the fail severity.
 //! `first` is the earliest of them, `worst` the one with the highest weight (the earliest among equals). Trivial
 //! violations (console output) never make a header on their own and are never `first` or `worst`. Inside fields, bytes
@@ -23,8 +23,8 @@ use http::HeaderValue;
 use http::header::HeaderName;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
-use crate::baseline::Baseline;
 use crate::catalogue::Level;
+use crate::config::baseline::Baseline;
 use crate::violation::{Frame, Violation, Violations};
 
 /// `x-blocking-violations`.
@@ -96,7 +96,7 @@ pub struct ViolationsHeader {
     pub known: Option<KnownCalls>,
 }
 
-/// A request's calls the baseline knows ([`crate::baseline`]): the `known` and `new_severity` fields.
+/// A request's calls the baseline knows ([`crate::config::baseline`]): the `known` and `new_severity` fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KnownCalls {

@@ -61,12 +61,10 @@
 // Without the interposer, the recording half of the crate has no caller; it stays compiled so both builds share it.
 #![cfg_attr(not(all(feature = "intercept", target_os = "linux", target_env = "gnu")), allow(dead_code))]
 
-pub mod baseline;
 mod call_site;
 mod catalogue;
 mod clock;
 mod config;
-pub mod config_file;
 mod header;
 mod instrument;
 mod intercept;
@@ -90,6 +88,7 @@ pub use config::{
     DEFAULT_SLOW_POLL_THRESHOLD, DEFAULT_STUCK_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS,
     ENV_SLOW_POLL_MS, ENV_STUCK_MS, MAX_THRESHOLD_MS, MAX_VIOLATIONS_LIMIT, init, parse_severity,
 };
+pub use config::{baseline, file as config_file};
 pub use header::{
     HeaderEntry, HeaderParseError, KnownCalls, MAX_HEADER_LEN, ViolationsHeader, X_BLOCKCOP_REQUEST_ID,
     X_BLOCKING_VIOLATIONS,

@@ -8,7 +8,7 @@
 //! blockcop baseline prune [PATH...] [--baseline FILE]
 //! ```
 //!
-//! The baseline file ([`crate::baseline`]) is `--baseline FILE`, else `BLOCKCOP_BASELINE`, else
+//! The baseline file ([`crate::config::baseline`]) is `--baseline FILE`, else `BLOCKCOP_BASELINE`, else
 //! `blockcop-baseline.toml` in the workspace root the run files record (or the current directory). `report` reads it
 //! when it exists: known groups are listed but do not fail, fixed entries are listed with the command that removes
 //! them. `baseline write` records every group of the run, replacing the file; `baseline prune` only removes the
@@ -32,7 +32,7 @@ use std::path::PathBuf;
 
 use super::run::{ReadError, report_dir};
 use super::{GroupBy, Style, Summary, TextRenderer};
-use crate::baseline::{BASELINE_FILE_NAME, Baseline, ENV_BASELINE};
+use crate::config::baseline::{BASELINE_FILE_NAME, Baseline, ENV_BASELINE};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]

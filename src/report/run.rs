@@ -91,7 +91,7 @@ pub enum RecordBody {
         /// The workspace root of the crate that was built ([`crate::workspace_root`]); call sites inside it are
         /// relative to it, and `blockcop report` reads their source lines from it.
         workspace_root: Option<String>,
-        /// The entries of the allowlist file in force (see [`crate::config_file`]); absent when there were none.
+        /// The entries of the allowlist file in force (see [`crate::config::file`]); absent when there were none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         allowlist: Vec<AllowlistEntryRecord>,
     },
@@ -126,7 +126,7 @@ pub struct AllowlistEntryRecord {
 static ALLOWLIST: OnceLock<Vec<AllowlistEntryRecord>> = OnceLock::new();
 
 /// Notes the allowlist file's entries for the run file's first line (the first configuration read wins).
-pub(crate) fn note_allowlist(entries: &[crate::config_file::AllowEntry]) {
+pub(crate) fn note_allowlist(entries: &[crate::config::file::AllowEntry]) {
     let _ = ALLOWLIST.set(
         entries
             .iter()
@@ -144,7 +144,7 @@ pub(crate) fn note_allowlist(entries: &[crate::config_file::AllowEntry]) {
 /// The records of the calls entries of the allowlist file left out in one scope.
 pub(crate) fn allowed_records(
     by_entries: &[crate::symbolize::EntryAllowed],
-    entries: &[crate::config_file::AllowEntry],
+    entries: &[crate::config::file::AllowEntry],
     origin: &Origin,
     scope_id: u64,
 ) -> Vec<Record> {

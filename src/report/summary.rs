@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use super::run::{Record, RecordBody, RunFiles, ViolationRecord};
 use super::text::TextRenderer;
-use crate::baseline::{Baseline, FindingKey, KnownFinding};
 use crate::catalogue::Category;
 use crate::catalogue::Level;
 use crate::clock::format_duration;
+use crate::config::baseline::{Baseline, FindingKey, KnownFinding};
 use crate::violation::CallSite;
 
 /// How violations are grouped.

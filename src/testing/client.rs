@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::baseline::Baseline;
 use crate::catalogue::Level;
+use crate::config::baseline::Baseline;
 use crate::config::{Config, ConfigError};
 use crate::header::{HeaderParseError, ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::layer::{RequestRecord, request_violations};

@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use crate::catalogue::Level;
 
+pub mod baseline;
+mod error;
+pub mod file;
+
+pub use error::ConfigError;
+
 /// Slow-poll threshold used when none is set. By default, 10 ms.
 pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
 
@@ -49,73 +55,6 @@ pub const MAX_THRESHOLD_MS: u64 = 3_600_000;
 /// The largest per-scope cap `BLOCKCOP_MAX_VIOLATIONS` accepts.
 pub const MAX_VIOLATIONS_LIMIT: u64 = 1_000_000;
 
-/// A malformed `BLOCKCOP_*` value, a run-file directory that cannot be used, or a malformed entry of the
-/// configuration file (`blockcop.toml`).
-///
-/// Displays as `invalid BLOCKCOP_SLOW_POLL_MS="abc": expected …` for a variable, and as
-/// `invalid blockcop.toml at /path/blockcop.toml:3: missing field `reason`; expected …` for the file.
-/// `Debug` prints the message too, so that `fn main() -> Result<(), Box<dyn Error>>` (or `-> Result<(),
-/// ConfigError>`) shows it as it is when `?` returns it.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConfigError {
-    /// The environment variable, e.g. `BLOCKCOP_SLOW_POLL_MS`; for the configuration file, `blockcop.toml`.
-    pub variable: &'static str,
-    /// The value it had (non-UTF-8 bytes replaced by U+FFFD); for the configuration file, what is wrong.
-    pub value: String,
-    /// The accepted form, and what failed when the value had it.
-    pub expected: String,
-    /// For the configuration file: where, as `path:line` (line 0: the whole file).
-    pub location: Option<String>,
-}
-
-impl ConfigError {
-    pub(crate) fn variable(variable: &'static str, value: &str, expected: &str) -> ConfigError {
-        ConfigError { variable, value: value.to_owned(), expected: expected.to_owned(), location: None }
-    }
-
-    pub(crate) fn file(path: &str, line: usize, problem: &str, expected: &str) -> ConfigError {
-        ConfigError::in_file(crate::config_file::CONFIG_FILE_NAME, path, line, problem, expected)
-    }
-
-    /// An error in the file `name` (`blockcop.toml`, `blockcop-baseline.toml`) at `path`.
-    pub(crate) fn in_file(name: &'static str, path: &str, line: usize, problem: &str, expected: &str) -> ConfigError {
-        ConfigError {
-            variable: name,
-            value: problem.to_owned(),
-            expected: expected.to_owned(),
-            location: Some(if line == 0 { path.to_owned() } else { format!("{path}:{line}") }),
-        }
-    }
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.location {
-            None => write!(f, "invalid {}={:?}: expected {}", self.variable, self.value, self.expected),
-            Some(at) => {
-                write!(f, "invalid {} at {at}: {}; expected {}", self.variable, self.value, self.expected)
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl std::fmt::Debug for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-/// For `?` in a function returning `std::io::Result` (a `main` that also binds a listener): an
-/// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error carrying the `ConfigError`.
-impl From<ConfigError> for std::io::Error {
-    fn from(e: ConfigError) -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
-    }
-}
-
 /// How blockcop detects and judges blocking.
 ///
 /// Cheap to clone (the settings are shared).
@@ -142,8 +81,8 @@ struct Settings {
     fail_severity: u32,
     max_violations_per_scope: usize,
     allowlist: Vec<String>,
-    allow_entries: Vec<crate::config_file::AllowEntry>,
-    baseline: Arc<crate::baseline::Baseline>,
+    allow_entries: Vec<crate::config::file::AllowEntry>,
+    baseline: Arc<crate::config::baseline::Baseline>,
     blocking_clients: Vec<String>,
     run_files: bool,
 }
@@ -177,8 +116,8 @@ impl Config {
     /// Reads the configuration from the environment: `RUST_TEST_BLOCKCOP`, `BLOCKCOP_SLOW_POLL_MS`,
     /// `BLOCKCOP_STUCK_MS`, `BLOCKCOP_FAIL_SEVERITY` and `BLOCKCOP_MAX_VIOLATIONS`; when enabled, also the allowlist
     /// file (`BLOCKCOP_CONFIG`, else `blockcop.toml` in the workspace root, see
-    /// [`config_file`](crate::config_file)) and the baseline file (`BLOCKCOP_BASELINE`, else `blockcop-baseline.toml`
-    /// there, see [`crate::baseline`]). Unset (or empty) variables keep
+    /// [`config_file`](crate::config::file)) and the baseline file (`BLOCKCOP_BASELINE`, else `blockcop-baseline.toml`
+    /// there, see [`crate::config::baseline`]). Unset (or empty) variables keep
     /// their defaults. Values are read exactly as written: surrounding whitespace and signs (`+5`) are refused,
     /// not trimmed. When blockcop is enabled, this process's run file is created now, in `BLOCKCOP_REPORT_DIR` (see
     /// [`report::run`](crate::report::run)), so an unusable directory is an error at start-up.
@@ -243,16 +182,16 @@ impl Config {
         }
         // The checked-in allowlist, only when blockcop is on (finding the workspace root reads the debug info).
         if b.settings.enabled
-            && let Some((path, named)) = crate::config_file::locate(&lookup, crate::workspace::root())
+            && let Some((path, named)) = crate::config::file::locate(&lookup, crate::workspace::root())
         {
-            b.settings.allow_entries = crate::config_file::read(&path, named)?;
+            b.settings.allow_entries = crate::config::file::read(&path, named)?;
             crate::report::run::note_allowlist(&b.settings.allow_entries);
         }
         // The checked-in baseline of known findings, likewise.
         if b.settings.enabled
-            && let Some((path, named)) = crate::baseline::locate(&lookup, crate::workspace::root())
+            && let Some((path, named)) = crate::config::baseline::locate(&lookup, crate::workspace::root())
         {
-            b = b.baseline(crate::baseline::Baseline::read_from(&path, named)?);
+            b = b.baseline(crate::config::baseline::Baseline::read_from(&path, named)?);
         }
         Ok(b.build())
     }
@@ -297,15 +236,15 @@ impl Config {
         &self.inner.allowlist
     }
 
-    /// The `[[allow]]` entries of the configuration file (`blockcop.toml`, see [`config_file`](crate::config_file)),
+    /// The `[[allow]]` entries of the configuration file (`blockcop.toml`, see [`config_file`](crate::config::file)),
     /// each with its reason and `path:line`; empty when there is none or blockcop is off.
-    pub fn allow_entries(&self) -> &[crate::config_file::AllowEntry] {
+    pub fn allow_entries(&self) -> &[crate::config::file::AllowEntry] {
         &self.inner.allow_entries
     }
 
-    /// The known findings of the baseline file (`blockcop-baseline.toml`, see [`crate::baseline`]): they
+    /// The known findings of the baseline file (`blockcop-baseline.toml`, see [`crate::config::baseline`]): they
     /// do not fail a request or test body. Empty when there is none or blockcop is off.
-    pub fn baseline(&self) -> &crate::baseline::Baseline {
+    pub fn baseline(&self) -> &crate::config::baseline::Baseline {
         &self.inner.baseline
     }
 
@@ -407,9 +346,9 @@ impl ConfigBuilder {
         self
     }
 
-    /// Known findings that do not fail a request or test body (see [`crate::baseline`]); by default,
+    /// Known findings that do not fail a request or test body (see [`crate::config::baseline`]); by default,
     /// none, or from the environment the baseline file.
-    pub fn baseline(mut self, baseline: crate::baseline::Baseline) -> Self {
+    pub fn baseline(mut self, baseline: crate::config::baseline::Baseline) -> Self {
         self.settings.baseline = Arc::new(baseline);
         self
     }

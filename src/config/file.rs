@@ -157,7 +157,7 @@ pub(crate) fn read(path: &Path, from_env: bool) -> Result<Vec<AllowEntry>, Confi
         .map(|spanned| {
             let line = line_at(&text, spanned.span().start);
             let entry = spanned.into_inner();
-            let problem = |what: &str| ConfigError::file(&shown, line, what, ENTRY_FORM);
+            let problem = |what: &str| ConfigError::in_file(CONFIG_FILE_NAME, &shown, line, what, ENTRY_FORM);
             if entry.function.trim().is_empty() {
                 return Err(problem("`function` is empty"));
             }

@@ -20,7 +20,7 @@
 //! event): the line is not part of the key, so moving the call, or editing around it, keeps it known; a different
 //! blocking call in the same function, or the same call in another function, is **new**. An entry no finding of a
 //! run matches is **fixed** (SARIF's `absent`); `blockcop baseline prune` removes such entries. The format is the
-//! allowlist's (`[[allow]]` in [`config_file`](crate::config_file)): a TOML array of tables with the same field
+//! allowlist's (`[[allow]]` in [`config_file`](crate::config::file)): a TOML array of tables with the same field
 //! names; the allowlist says where blocking is fine for good, with a reason, the baseline what is still to fix.
 //!
 //! When blockcop is enabled, the harness reads the file named by `BLOCKCOP_BASELINE`, else
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Category;
 use crate::config::ConfigError;
-use crate::config_file;
+use crate::config::file;
 use crate::violation::{CallSite, Frame, Violation, Violations};
 
 /// The variable naming the baseline file, instead of `blockcop-baseline.toml` in the workspace root.
@@ -239,7 +239,7 @@ impl Baseline {
     /// As [`read`](Self::read); `from_env`: the file is named by `BLOCKCOP_BASELINE`, which an unreadable file's
     /// error names.
     pub(crate) fn read_from(path: &Path, from_env: bool) -> Result<Baseline, ConfigError> {
-        let text = config_file::read_text(path, from_env, ENV_BASELINE, BASELINE_FILE_NAME, ENTRY_FORM)?;
+        let text = file::read_text(path, from_env, ENV_BASELINE, BASELINE_FILE_NAME, ENTRY_FORM)?;
         let mut baseline = Baseline::parse(&text, &path.display().to_string())?;
         baseline.path = Some(path.to_owned());
         Ok(baseline)
@@ -252,12 +252,12 @@ impl Baseline {
     /// As [`read`](Self::read).
     pub fn parse(text: &str, shown: &str) -> Result<Baseline, ConfigError> {
         let file: FileShape<toml::Spanned<KnownFinding>> =
-            config_file::parse_toml(text, shown, BASELINE_FILE_NAME, ENTRY_FORM)?;
+            file::parse_toml(text, shown, BASELINE_FILE_NAME, ENTRY_FORM)?;
         let entries = file
             .known
             .into_iter()
             .map(|spanned| {
-                let line = config_file::line_at(text, spanned.span().start);
+                let line = file::line_at(text, spanned.span().start);
                 let mut entry = spanned.into_inner();
                 let problem = |what: &str| ConfigError::in_file(BASELINE_FILE_NAME, shown, line, what, ENTRY_FORM);
                 if entry.function.trim().is_empty() {
@@ -286,7 +286,7 @@ pub(crate) fn locate(
     lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     root: Option<&Path>,
 ) -> Option<(PathBuf, bool)> {
-    config_file::locate_named(ENV_BASELINE, BASELINE_FILE_NAME, lookup, root)
+    file::locate_named(ENV_BASELINE, BASELINE_FILE_NAME, lookup, root)
 }
 
 #[cfg(test)]
