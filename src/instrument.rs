@@ -48,6 +48,21 @@ impl<F> Instrumented<F> {
     }
 }
 
+/// Instrumenting with a given scope: the scope's side of [`Instrumented`].
+impl Scope {
+    /// Wraps `future` so that each of its polls runs inside this scope and is timed. A slow poll's call site is
+    /// the caller of this method.
+    #[track_caller]
+    pub fn instrument<F: Future>(&self, future: F) -> Instrumented<F> {
+        Instrumented::new(future, Some(self.clone()), Some(Location::caller()))
+    }
+
+    /// Like [`instrument`](Self::instrument), with `site` as a slow poll's fallback call site.
+    pub(crate) fn instrument_at<F: Future>(&self, future: F, site: &'static Location<'static>) -> Instrumented<F> {
+        Instrumented::new(future, Some(self.clone()), Some(site))
+    }
+}
+
 impl<F: Future> Future for Instrumented<F> {
     type Output = F::Output;
 

@@ -69,10 +69,12 @@ mod header;
 mod instrument;
 mod intercept;
 pub mod layer;
+mod record;
 pub mod report;
 pub mod runtime;
 mod sampler;
 mod scope;
+mod start;
 mod symbolize;
 mod sys;
 #[path = "test_body.rs"]
@@ -86,7 +88,7 @@ pub use catalogue::{BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category, LOCK_WA
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
     DEFAULT_SLOW_POLL_THRESHOLD, DEFAULT_STUCK_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS,
-    ENV_SLOW_POLL_MS, ENV_STUCK_MS, MAX_THRESHOLD_MS, MAX_VIOLATIONS_LIMIT, init, parse_severity,
+    ENV_SLOW_POLL_MS, ENV_STUCK_MS, MAX_THRESHOLD_MS, MAX_VIOLATIONS_LIMIT, parse_severity,
 };
 pub use config::{baseline, file as config_file};
 pub use header::{
@@ -97,6 +99,7 @@ pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;
 pub use sampler::{sampling_active, stress_sample, stuck_polls};
 pub use scope::Scope;
+pub use start::init;
 pub use violation::{CallSite, Frame, SourceLocation, Stuck, Violation, Violations};
 
 /// Runs `f` with detection suspended on this thread: its blocking calls are not recorded and its time is left

@@ -148,6 +148,7 @@ impl Hooks {
     ///
     /// None: the `Result` is kept for code written when stable tokio returned [`HooksUnavailable`].
     pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<(), HooksUnavailable> {
+        crate::record::writer::register_drain(drain_in_background);
         #[cfg(tokio_unstable)]
         {
             hooks::install(self, builder);
@@ -211,7 +212,7 @@ pub fn drain() -> crate::Violations {
     for scope in scopes {
         let v = scope.take_violations();
         all.dropped += v.dropped;
-        crate::report::emit_tracing(&v, None);
+        crate::record::events::emit(&v, None);
         all.list.extend(v.list);
     }
     if !all.list.is_empty() {
@@ -221,6 +222,11 @@ pub fn drain() -> crate::Violations {
         recent.extend(all.list.iter().cloned());
     }
     all
+}
+
+/// [`drain`] as the watchdog (every 100 ms) and the run file's writer (at exit) run it.
+fn drain_in_background() {
+    drain();
 }
 
 const RECENT_CAP: usize = 1024;

@@ -4,7 +4,6 @@
 //! calls and the poll timer's slow polls. Its owner takes them with [`Scope::take_violations`], which symbolizes
 //! the raw stacks (off the hot path) and chooses each call site.
 
-use std::future::Future;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,9 +12,8 @@ use std::time::{Duration, SystemTime};
 use crate::catalogue::Weight;
 use crate::catalogue::{self, Event};
 use crate::config::Config;
-use crate::instrument::Instrumented;
 use crate::intercept::{Detail, RawStack, thread};
-use crate::report::run::{self, Origin};
+use crate::record::{self, Attribution, writer};
 use crate::violation::RequestContext;
 use crate::violation::{Stuck, Violations};
 use crate::{clock, symbolize};
@@ -47,20 +45,20 @@ impl Scope {
     /// A new, empty scope judged by `config` (its slow-poll threshold, cap and allowlist). The scope records
     /// whether or not `config` is enabled: enabling decides whether [`instrument`](crate::instrument) makes one.
     pub fn new(config: &Config) -> Scope {
-        Scope::with_origin(config, Origin { test: test_name(), ..Origin::default() })
+        Scope::with_attribution(config, Attribution { test: test_name(), ..Attribution::default() })
     }
 
     /// A scope for one request (the layer's).
     pub(crate) fn for_request(config: &Config, method: &str, path: &str) -> Scope {
         let request = Some(RequestContext { method: method.to_owned(), path: path.to_owned() });
-        Scope::with_origin(config, Origin { request, test: test_name(), ..Origin::default() })
+        Scope::with_attribution(config, Attribution { request, test: test_name(), ..Attribution::default() })
     }
 
     /// A worker thread's scope for the runtime hooks: never inherited by spawned tasks, with room for the
     /// violations of many polls between drains.
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     pub(crate) fn for_runtime(config: &Config) -> Scope {
-        let scope = Scope::with_origin(config, Origin::default());
+        let scope = Scope::with_attribution(config, Attribution::default());
         let mut shared = Arc::into_inner(scope.shared).expect("a new scope has one handle");
         shared.inheritable = false;
         shared.cap = shared.cap.max(RUNTIME_SCOPE_CAP);
@@ -78,7 +76,7 @@ impl Scope {
         Scope { shared: Arc::new(shared) }
     }
 
-    fn with_origin(config: &Config, origin: Origin) -> Scope {
+    fn with_attribution(config: &Config, attribution: Attribution) -> Scope {
         crate::sampler::ensure_watchdog(config);
         let threshold_ns = u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX);
         Scope {
@@ -95,7 +93,7 @@ impl Scope {
                 cap: config.max_violations_per_scope(),
                 config: config.clone(),
                 records: Mutex::new(Records::default()),
-                origin,
+                attribution,
                 inheritable: true,
                 tasks_only: false,
             }),
@@ -110,18 +108,6 @@ impl Scope {
     /// The configuration the scope judges by.
     pub fn config(&self) -> &Config {
         &self.shared.config
-    }
-
-    /// Wraps `future` so that each of its polls runs inside this scope and is timed. A slow poll's call site is
-    /// the caller of this method.
-    #[track_caller]
-    pub fn instrument<F: Future>(&self, future: F) -> Instrumented<F> {
-        Instrumented::new(future, Some(self.clone()), Some(Location::caller()))
-    }
-
-    /// Like [`instrument`](Self::instrument), with `site` as a slow poll's fallback call site.
-    pub(crate) fn instrument_at<F: Future>(&self, future: F, site: &'static Location<'static>) -> Instrumented<F> {
-        Instrumented::new(future, Some(self.clone()), Some(site))
     }
 
     /// Runs `f` inside this scope as if it were one poll: blocking calls are recorded and its duration is checked
@@ -222,7 +208,7 @@ impl RawViolation {
 #[repr(align(128))]
 pub(crate) struct ScopeShared {
     id: u64,
-    origin: Origin,
+    attribution: Attribution,
     /// Whether tasks spawned inside it inherit it (not the runtime hooks' per-thread scopes).
     inheritable: bool,
     /// Records only blocking calls made inside a tokio task (stable tokio's worker-thread scopes).
@@ -265,8 +251,8 @@ const RUNTIME_SCOPE_CAP: usize = 4096;
 
 impl ScopeShared {
     /// The request, task and test the scope's records belong to.
-    pub(crate) fn origin(&self) -> &Origin {
-        &self.origin
+    pub(crate) fn attribution(&self) -> &Attribution {
+        &self.attribution
     }
 
     /// Whether tasks spawned inside this scope inherit it.
@@ -290,9 +276,14 @@ impl ScopeShared {
             let list = symbolize::resolve(records.list, &self.config, self.id, &mut by_entries);
             let violations = Violations { list, dropped: records.dropped };
             if self.config.run_files() {
-                let mut out = run::records(&violations, &self.origin, self.id);
-                out.extend(run::allowed_records(&by_entries, self.config.allow_entries(), &self.origin, self.id));
-                run::append(out);
+                let mut out = record::records(&violations, &self.attribution, self.id);
+                out.extend(record::allowed_records(
+                    &by_entries,
+                    self.config.allow_entries(),
+                    &self.attribution,
+                    self.id,
+                ));
+                writer::append(out);
             }
             violations
         })

@@ -9,6 +9,7 @@ use crate::catalogue::Category;
 use crate::catalogue::Weight;
 use crate::config::Config;
 use crate::intercept::RawStack;
+use crate::record::EntryAllowed;
 use crate::scope::RawViolation;
 use crate::violation::{CallSite, Frame, SourceLocation, Violation};
 
@@ -106,10 +107,6 @@ fn frames_at(ip: usize) -> Arc<[Frame]> {
     FRAMES.lock().unwrap_or_else(PoisonError::into_inner).insert(ip, frames.clone());
     frames
 }
-
-/// Calls an entry of the allowlist file left out: the entry (its index in [`Config::allow_entries`]), the event
-/// and how many calls.
-pub(crate) type EntryAllowed = (usize, &'static str, u32);
 
 /// Symbolizes and judges raw violations; allowlisted ones are left out, and those an entry of the allowlist file
 /// left out are counted in `by_entries`.

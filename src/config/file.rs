@@ -17,6 +17,7 @@
 //! `blockcop.toml` in the workspace root the program was built in, if there is one.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 
@@ -176,6 +177,19 @@ pub(crate) fn read(path: &Path, from_env: bool) -> Result<Vec<AllowEntry>, Confi
             })
         })
         .collect()
+}
+
+/// The entries of the first allowlist file this process read, for the first line of its run file.
+static NOTED: OnceLock<Vec<AllowEntry>> = OnceLock::new();
+
+/// Notes the entries of an allowlist file that was read (the first read wins).
+pub(crate) fn note(entries: &[AllowEntry]) {
+    let _ = NOTED.get_or_init(|| entries.to_vec());
+}
+
+/// The entries of the first allowlist file this process read (none before one was read).
+pub(crate) fn noted() -> &'static [AllowEntry] {
+    NOTED.get().map_or(&[], Vec::as_slice)
 }
 
 #[cfg(test)]

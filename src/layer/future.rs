@@ -32,7 +32,7 @@ impl RequestInfo {
         if violations.is_empty() {
             return None;
         }
-        crate::report::emit_tracing(&violations, Some((self.method.as_str(), self.path.as_str())));
+        crate::record::events::emit(&violations, Some((self.method.as_str(), self.path.as_str())));
         Some(keep(scope.id(), self.method.clone(), self.path.clone(), violations))
     }
 }

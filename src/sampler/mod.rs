@@ -15,7 +15,7 @@
 //!   blocking call it was stuck in, else its slow poll, else a `stuck_poll` with the poll's wall time;
 //! - a thread inside a blocking call the interposer records is never signalled: the hook published the call's
 //!   stack and context before making it, and a stuck report takes them from there, so no signal splits the call;
-//! - every 100 ms it drains the runtime hooks' per-thread scopes ([`crate::runtime::drain`]);
+//! - every 100 ms it runs the registered drains (the runtime hooks' per-thread scopes, [`crate::runtime::drain`]);
 //! - it ticks every 10 ms while a poll is in progress, and looks again sooner when a poll in progress will reach the
 //!   slow-poll threshold before the next tick, so that a slow poll is sampled from its threshold on. While polls
 //!   happen but none was in progress at its last look, it ticks every 25 ms or every slow-poll threshold, whichever
@@ -46,7 +46,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::intercept::thread::TaskTag;
 use crate::intercept::{MAX_FRAMES, RawStack};
-use crate::report::run;
+use crate::record::{self, Attribution, writer};
 use crate::scope::{Scope, ScopeShared};
 use crate::sys;
 use crate::violation::Stuck;
@@ -357,7 +357,7 @@ pub(crate) fn ensure_watchdog(config: &Config) {
     SETTINGS.stuck_ns.fetch_min(ns(config.stuck_poll_threshold()), Ordering::Relaxed);
     if config.run_files() {
         // The run file exists from start-up: a clean run leaves one too, and an unusable directory is said now.
-        crate::report::run::start();
+        crate::record::writer::start();
     }
     WATCHDOG.get_or_init(|| {
         crate::symbolize::warm_up();
@@ -561,7 +561,7 @@ fn watchdog(sampling: bool) {
         }
         if last_drain.elapsed() >= DRAIN_EVERY {
             last_drain = std::time::Instant::now();
-            crate::runtime::drain();
+            writer::drain();
         }
         busy = false;
         first_due = None;
@@ -702,9 +702,9 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
         mark.thread_state
     );
     // The request, test and task the stuck poll belongs to, from the scope it polls in (if it was sampled in one).
-    let mut origin = scope.as_ref().map(|s| s.shared.origin().clone()).unwrap_or_default();
-    if origin.test.is_none() && scope.is_none() {
-        origin.test = name.clone().filter(|n| crate::scope::is_test_thread_name(n));
+    let mut attribution = scope.as_ref().map(|s| s.shared.attribution().clone()).unwrap_or_default();
+    if attribution.test.is_none() && scope.is_none() {
+        attribution.test = name.clone().filter(|n| crate::scope::is_test_thread_name(n));
     }
     let raw = crate::violation::Violation {
         task: task.map(|t| crate::violation::TaskContext {
@@ -725,14 +725,14 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
     // the watchdog goes on watching the other threads meanwhile.
     let job = Arc::new(StuckJob { state: Mutex::new(JobState::Symbolizing), done: std::sync::Condvar::new() });
     let sent = symbolizer().and_then(|tx| {
-        let (job, raw, origin) = (job.clone(), raw.clone(), origin.clone());
+        let (job, raw, attribution) = (job.clone(), raw.clone(), attribution.clone());
         tx.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .send(Box::new(move || locate(&job, raw, &origin, &samples)))
+            .send(Box::new(move || locate(&job, raw, &attribution, &samples)))
             .ok()
     });
     if sent.is_none() {
-        publish(raw, &origin, Published::Raw);
+        publish(raw, &attribution, Published::Raw);
         return;
     }
     let state = job.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -743,7 +743,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
     if *state == JobState::Symbolizing {
         *state = JobState::RawPublished;
         drop(state);
-        publish(raw, &origin, Published::Raw);
+        publish(raw, &attribution, Published::Raw);
     }
 }
 
@@ -786,7 +786,7 @@ fn symbolizer() -> Option<&'static Mutex<std::sync::mpsc::Sender<SymbolizerJob>>
 
 /// Symbolizes a stuck poll's samples and publishes its report: the whole report, or, when the watchdog already
 /// published it without a call site, the record that completes it.
-fn locate(job: &StuckJob, raw: crate::Violation, origin: &run::Origin, samples: &[RawStack]) {
+fn locate(job: &StuckJob, raw: crate::Violation, attribution: &Attribution, samples: &[RawStack]) {
     let hot = crate::symbolize::hottest(samples, Config::global_or_default());
     let violation = crate::Violation {
         call_site: hot.call_site,
@@ -801,10 +801,10 @@ fn locate(job: &StuckJob, raw: crate::Violation, origin: &run::Origin, samples: 
         *state = JobState::Done;
         job.done.notify_all();
         drop(state);
-        publish(violation, origin, Published::Whole);
+        publish(violation, attribution, Published::Whole);
     } else {
         drop(state);
-        publish(violation, origin, Published::Located);
+        publish(violation, attribution, Published::Located);
     }
 }
 
@@ -821,8 +821,8 @@ enum Published {
 /// Publishes a stuck poll's report: a `tracing` event, a run-file record, and [`stuck_polls`]. A located report
 /// replaces the raw one in [`stuck_polls`] and is a WARN event (the ERROR went out with the raw one); in the run file
 /// it is a second record with the same stuck id, which `blockcop report` takes instead of the first.
-fn publish(violation: crate::Violation, origin: &run::Origin, how: Published) {
-    let request = origin.request.as_ref().map(|r| format!("{} {}", r.method, r.path));
+fn publish(violation: crate::Violation, attribution: &Attribution, how: Published) {
+    let request = attribution.request.as_ref().map(|r| format!("{} {}", r.method, r.path));
     macro_rules! event {
         ($lvl:expr, $what:literal) => {
             tracing::event!(
@@ -849,7 +849,7 @@ fn publish(violation: crate::Violation, origin: &run::Origin, how: Published) {
     }
     let scope_id = violation.scope_id;
     let list = crate::Violations { list: vec![violation], dropped: 0 };
-    run::append(run::records(&list, origin, scope_id));
+    writer::append(record::records(&list, attribution, scope_id));
     if let Ok(mut reported) = STUCK.lock() {
         let id = list.list[0].stuck.as_ref().map(|s| s.id);
         if let Some(i) = reported.iter().position(|v| how == Published::Located && v.stuck.as_ref().map(|s| s.id) == id)
