@@ -44,7 +44,9 @@ pub(crate) fn classify(frame: &Frame, paths: &Paths) -> FrameOrigin {
     if file.starts_with("/rustc/") || file.contains("/rustlib/src/rust/library/") {
         FrameOrigin::Std
     } else if let Some(rest) = file.strip_prefix(&paths.blockcop_src) {
-        if rest.starts_with("intercept/") || rest.starts_with("sampler/") {
+        // The interposer, the sampler and the platform primitives they call: the frames above the user's code
+        // on a captured or sampled stack.
+        if rest.starts_with("capture/intercept/") || rest.starts_with("capture/sampler/") || rest.starts_with("sys/") {
             FrameOrigin::Hook
         } else {
             FrameOrigin::Blockcop
@@ -220,8 +222,12 @@ mod tests {
                 66,
             ),
             frame("std::panicking::try", Some("/rustc/abc/library/std/src/panicking.rs"), 500),
-            frame("blockcop::intercept::hooks::record", Some("/work/blockcop/src/intercept/hooks.rs"), 200),
-            frame("clock_nanosleep", Some("/work/blockcop/src/intercept/hooks.rs"), 90),
+            frame(
+                "blockcop::capture::intercept::hooks::record",
+                Some("/work/blockcop/src/capture/intercept/hooks.rs"),
+                200,
+            ),
+            frame("clock_nanosleep", Some("/work/blockcop/src/capture/intercept/hooks.rs"), 90),
         ]
     }
 

@@ -1,8 +1,8 @@
 //! The catalogue of blocking events: one table of categories, their weight and the libc functions in each; the
 //! weights (aiocop's scale) and the levels a severity maps to.
 //!
-//! Adding an event means adding its function name here and a hook in `src/intercept/hooks.rs`; the hook looks its
-//! event up in this table at compile time, so a hook whose name is missing here does not compile.
+//! Adding an event means adding its function name here and a hook in `src/capture/intercept/hooks.rs`; the hook
+//! looks its event up in this table at compile time, so a hook whose name is missing here does not compile.
 
 use std::fmt;
 use std::time::Duration;

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use crate::capture::scope::Scope;
 use crate::config::Config;
-use crate::scope::Scope;
 
 pin_project! {
     /// A future whose polls run inside a [`Scope`]: blocking calls made while it is polled are recorded, and each
@@ -122,8 +122,9 @@ pub trait InstrumentExt: Future + Sized {
     /// it is (a pass-through).
     #[track_caller]
     fn blockcop_current(self) -> Instrumented<Self> {
-        let scope =
-            crate::intercept::thread::current_scope().filter(|s| s.inheritable()).map(|shared| Scope { shared });
+        let scope = crate::capture::intercept::thread::current_scope()
+            .filter(|s| s.inheritable())
+            .map(|shared| Scope { shared });
         Instrumented::new(self, scope, Some(Location::caller()))
     }
 }

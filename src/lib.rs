@@ -62,20 +62,17 @@
 #![cfg_attr(not(all(feature = "intercept", target_os = "linux", target_env = "gnu")), allow(dead_code))]
 
 mod call_site;
+mod capture;
 mod catalogue;
 mod clock;
 mod config;
 mod header;
 mod instrument;
-mod intercept;
 pub mod layer;
 mod record;
 pub mod report;
 pub mod runtime;
-mod sampler;
-mod scope;
 mod start;
-mod symbolize;
 mod sys;
 #[path = "test_body.rs"]
 pub mod test;
@@ -84,6 +81,8 @@ pub mod testing;
 mod violation;
 mod workspace;
 
+pub use capture::sampler::{sampling_active, stress_sample, stuck_polls};
+pub use capture::scope::Scope;
 pub use catalogue::{BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category, LOCK_WAIT_LIGHT_BELOW, Level, Weight};
 pub use config::{
     Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
@@ -97,8 +96,6 @@ pub use header::{
 };
 pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;
-pub use sampler::{sampling_active, stress_sample, stuck_polls};
-pub use scope::Scope;
 pub use start::init;
 pub use violation::{CallSite, Frame, SourceLocation, Stuck, Violation, Violations};
 
@@ -109,25 +106,13 @@ pub use violation::{CallSite, Frame, SourceLocation, Stuck, Violation, Violation
 /// let text = blockcop::allow_blocking(|| std::fs::read_to_string("Cargo.toml"));
 /// ```
 pub fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
-    intercept::thread::suspended(|scope| {
-        if scope.is_none() {
-            return f();
-        }
-        struct Exclude(u64);
-        impl Drop for Exclude {
-            fn drop(&mut self) {
-                intercept::thread::exclude(clock::delta_ns(self.0, clock::now()));
-            }
-        }
-        let _exclude = Exclude(clock::now());
-        f()
-    })
+    capture::scope::allow_blocking(f)
 }
 
 /// True when this build intercepts libc calls (Linux/glibc with the `intercept` feature); otherwise only slow
 /// polls are detected.
 pub const fn is_interposing() -> bool {
-    intercept::INTERPOSING
+    capture::intercept::INTERPOSING
 }
 
 /// Whether blockcop's warm-up has finished: loading the program's debug info for symbolizing stacks, started in the
@@ -135,7 +120,7 @@ pub const fn is_interposing() -> bool {
 /// it has, the first violation to be symbolized waits for the rest of it (about a second on a 150 MB debug binary;
 /// see the README's performance section).
 pub fn warmed_up() -> bool {
-    symbolize::warmed_up()
+    capture::symbolize::warmed_up()
 }
 
 /// The workspace root that call sites are shown relative to, when one was found: the directory the executable's own

@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::capture::scope::Scope;
 use crate::config::Config;
-use crate::scope::Scope;
 
 /// tokio's task hooks are missing: the build lacks `--cfg tokio_unstable`. No longer returned by [`install`] (which
 /// falls back to stable tokio's thread hooks); kept so that code matching on it compiles.
@@ -148,7 +148,7 @@ impl Hooks {
     ///
     /// None: the `Result` is kept for code written when stable tokio returned [`HooksUnavailable`].
     pub fn install(self, builder: &mut tokio::runtime::Builder) -> Result<(), HooksUnavailable> {
-        crate::record::writer::register_drain(drain_in_background);
+        crate::capture::run_file::register_drain(drain_in_background);
         #[cfg(tokio_unstable)]
         {
             hooks::install(self, builder);
@@ -240,8 +240,8 @@ pub fn recent() -> Vec<crate::Violation> {
 #[cfg(tokio_unstable)]
 mod hooks {
     use super::*;
-    use crate::intercept::thread::{self, TaskTag};
-    use crate::sampler::Padded;
+    use crate::capture::intercept::thread::{self, TaskTag};
+    use crate::capture::sampler::Padded;
 
     /// State shared by one installation's hooks, which every poll reads on every worker thread. Aligned to (so
     /// filling whole) 128-byte line pairs, so that no heap neighbour that another worker writes on every poll can
@@ -258,7 +258,7 @@ mod hooks {
     fn new_own_scope(installed: &Installed) -> Scope {
         let scope = Scope::for_runtime(&installed.config);
         THREAD_SCOPES.lock().unwrap_or_else(PoisonError::into_inner).push(scope.clone());
-        crate::sampler::ensure_watchdog(&installed.config);
+        crate::capture::sampler::ensure_watchdog(&installed.config);
         scope
     }
 
@@ -350,7 +350,7 @@ mod hooks {
 #[cfg(not(tokio_unstable))]
 mod worker_threads {
     use super::*;
-    use crate::intercept::thread;
+    use crate::capture::intercept::thread;
 
     pub(super) fn install(hooks: Hooks, builder: &mut tokio::runtime::Builder) {
         let Hooks { config, user_park, user_unpark } = hooks;
@@ -364,7 +364,7 @@ mod worker_threads {
             }
             return;
         }
-        crate::sampler::ensure_watchdog(&config);
+        crate::capture::sampler::ensure_watchdog(&config);
         let config = Arc::new(config);
         // One key per installation: a thread's own scope belongs to the runtime it works for.
         let key = Arc::as_ptr(&config) as usize;

@@ -4,8 +4,8 @@
 //! enabled process does at start-up: it creates its run file, so that an unusable `BLOCKCOP_REPORT_DIR` is an error
 //! there and not a lost report later.
 
+use crate::capture::run_file;
 use crate::config::{Config, ConfigError, GLOBAL};
-use crate::record::writer;
 
 impl Config {
     /// Reads the configuration from the environment: `RUST_TEST_BLOCKCOP`, `BLOCKCOP_SLOW_POLL_MS`,
@@ -28,9 +28,9 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         let config = Self::from_os_lookup(|name| std::env::var_os(name))?;
         if config.is_enabled() && config.run_files() {
-            writer::open().map_err(|e| {
+            run_file::open().map_err(|e| {
                 ConfigError::variable(
-                    writer::ENV_REPORT_DIR,
+                    run_file::ENV_REPORT_DIR,
                     &e.dir.to_string_lossy(),
                     &format!("a directory blockcop can create and write run files in ({e})"),
                 )
@@ -40,12 +40,12 @@ impl Config {
     }
 
     /// The process-wide configuration used by [`instrument`](crate::instrument): the one set by
-    /// [`init`](crate::init) or [`Config::set_global`], otherwise read from the environment on first use.
+    /// [`init`] or [`Config::set_global`], otherwise read from the environment on first use.
     ///
     /// # Panics
     ///
     /// When nothing was set and the environment holds a malformed `BLOCKCOP_*` value; the message names the
-    /// variable, its value and the accepted form. Call [`init`](crate::init) at start-up to get that as an error.
+    /// variable, its value and the accepted form. Call [`init`] at start-up to get that as an error.
     pub fn global() -> &'static Config {
         GLOBAL.get_or_init(|| match Config::from_env() {
             Ok(c) => c,

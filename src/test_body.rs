@@ -16,9 +16,9 @@
 use std::future::Future;
 use std::panic::Location;
 
+use crate::capture::scope::Scope;
 use crate::config::Config;
 use crate::report::{Style, TextRenderer};
-use crate::scope::Scope;
 use crate::violation::Violations;
 
 /// Runs `body` to completion on a new current-thread runtime (with blockcop's task hooks when the build has

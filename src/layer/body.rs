@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 
 use super::future::RequestInfo;
 use super::registry;
-use crate::scope::Scope;
+use crate::capture::scope::Scope;
 
 pin_project! {
     /// The response body of [`BlockCop`](super::BlockCop): polls the inner body's frames inside the request's scope,

@@ -10,8 +10,8 @@ use pin_project_lite::pin_project;
 
 use super::ResponseBody;
 use super::registry::{self, RequestRecord};
+use crate::capture::scope::Scope;
 use crate::header::{ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
-use crate::scope::Scope;
 use crate::violation::Violations;
 
 #[derive(Debug)]

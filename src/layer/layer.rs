@@ -19,7 +19,7 @@ impl BlockCopLayer {
     /// and, in the background, loads the program's debug info (see [`crate::warmed_up`]), so that the first request
     /// that blocks is not the one that pays for it.
     pub fn new(config: Config) -> BlockCopLayer {
-        crate::sampler::ensure_watchdog(&config);
+        crate::capture::sampler::ensure_watchdog(&config);
         BlockCopLayer { config: config.is_enabled().then_some(config) }
     }
 

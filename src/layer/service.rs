@@ -7,8 +7,8 @@ use tower::Service;
 
 use super::future::RequestInfo;
 use super::{ResponseBody, ResponseFuture};
+use crate::capture::scope::Scope;
 use crate::config::Config;
-use crate::scope::Scope;
 
 /// The middleware service made by [`BlockCopLayer`](super::BlockCopLayer).
 #[derive(Debug, Clone)]

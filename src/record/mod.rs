@@ -1,6 +1,6 @@
 //! The run-file records: what one line of a run file says ([`Record`]), and the records of a scope's violations.
 //!
-//! Every process with blockcop enabled writes them to its run file ([`writer`]), and emits each violation as a
+//! Every process with blockcop enabled writes them to its run file ([`run_file`](crate::capture::run_file)), and emits each violation as a
 //! `tracing` event ([`events`]); `blockcop report` reads them back ([`crate::report::run`]). Each line is one
 //! [`Record`]; see the README for the schema (version [`SCHEMA_VERSION`]: each distinct stack is written once per
 //! file, as a `stack` line that later records refer to).
@@ -16,7 +16,6 @@ use crate::config::file::AllowEntry;
 use crate::violation::{CallSite, Frame, RequestContext, Stuck, TaskContext, Violation, Violations};
 
 pub(crate) mod events;
-pub(crate) mod writer;
 
 /// A `stack` line's frames and call chain.
 pub(crate) type InternedStack = (Arc<[Frame]>, Arc<[Frame]>);
@@ -29,7 +28,7 @@ pub(crate) type EntryAllowed = (usize, &'static str, u32);
 /// (a `stack` line) and lets violation records refer to it by `stack_id`; readers read versions 1 and 2.
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// The oldest schema version [`read_run_files`] reads.
+/// The oldest schema version [`read_run_files`](crate::report::run::read_run_files) reads.
 pub const OLDEST_SCHEMA_VERSION: u32 = 1;
 
 /// One line of a run file.
@@ -71,7 +70,7 @@ pub enum RecordBody {
         count: u64,
     },
     /// A stack, written once per file before the first violation record that refers to it by `stack_id`.
-    /// [`read_run_files`] puts it back into those records and does not hand the line on.
+    /// [`read_run_files`](crate::report::run::read_run_files) puts it back into those records and does not hand the line on.
     Stack {
         /// The id records refer to, unique within the file.
         id: u64,
@@ -186,7 +185,7 @@ pub struct ViolationRecord {
     /// The crate of `blocking_api` (`std` or a dependency).
     pub blocking_api_crate: Option<String>,
     /// The trimmed stack. Written inline (version 1), or left out in favour of `stack_id` (version 2, which
-    /// [`read_run_files`] resolves).
+    /// [`read_run_files`](crate::report::run::read_run_files) resolves).
     #[serde(default, skip_serializing_if = "is_empty")]
     pub stack: Arc<[Frame]>,
     /// The user's frames, outermost first, the call site last (see [`Violation::call_chain`]).

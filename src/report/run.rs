@@ -17,8 +17,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+pub use crate::capture::run_file::{ENV_REPORT_DIR, RunFileError, current_run_file, flush, open, report_dir};
 use crate::record::InternedStack;
-pub use crate::record::writer::{ENV_REPORT_DIR, RunFileError, current_run_file, flush, open, report_dir};
 pub use crate::record::{
     AllowlistEntryRecord, OLDEST_SCHEMA_VERSION, Record, RecordBody, SCHEMA_VERSION, ViolationRecord,
 };

@@ -10,9 +10,9 @@ use std::panic::Location;
 use std::ptr;
 use std::sync::Arc;
 
+use crate::capture::sampler::{self, Slot};
+use crate::capture::scope::{Scope, ScopeShared};
 use crate::clock::Stamp;
-use crate::sampler::{self, Slot};
-use crate::scope::{Scope, ScopeShared};
 
 /// The tokio task a runtime hook is polling on this thread.
 #[derive(Debug, Clone, Copy)]

@@ -15,8 +15,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::{AllowlistEntryRecord, InternedStack, Record, RecordBody, SCHEMA_VERSION};
 use crate::clock::micros_since_epoch;
+use crate::record::{AllowlistEntryRecord, InternedStack, Record, RecordBody, SCHEMA_VERSION};
 
 /// The variable naming the run-file directory. By default, `<target dir>/blockcop`.
 pub const ENV_REPORT_DIR: &str = "BLOCKCOP_REPORT_DIR";
@@ -79,7 +79,7 @@ pub fn open() -> Result<&'static Path, &'static RunFileError> {
 }
 
 fn started() -> Result<&'static Writer, &'static RunFileError> {
-    WRITER.get_or_init(|| crate::allow_blocking(start_writer)).as_ref()
+    WRITER.get_or_init(|| crate::capture::scope::allow_blocking(start_writer)).as_ref()
 }
 
 fn start_writer() -> Result<Writer, RunFileError> {
@@ -238,7 +238,7 @@ pub fn flush(timeout: Duration) -> bool {
 
 fn flush_at_exit() {
     // The runtime hooks' per-thread scopes are drained every 100 ms; take the rest now.
-    crate::allow_blocking(drain);
+    crate::capture::scope::allow_blocking(drain);
     flush(Duration::from_secs(2));
 }
 

@@ -41,13 +41,14 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize,
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use crate::capture::intercept::thread::TaskTag;
+use crate::capture::intercept::{MAX_FRAMES, RawStack};
+use crate::capture::run_file;
+use crate::capture::scope::{Scope, ScopeShared};
 use crate::catalogue;
 use crate::clock;
 use crate::config::Config;
-use crate::intercept::thread::TaskTag;
-use crate::intercept::{MAX_FRAMES, RawStack};
-use crate::record::{self, Attribution, writer};
-use crate::scope::{Scope, ScopeShared};
+use crate::record::{self, Attribution};
 use crate::sys;
 use crate::violation::Stuck;
 
@@ -357,15 +358,15 @@ pub(crate) fn ensure_watchdog(config: &Config) {
     SETTINGS.stuck_ns.fetch_min(ns(config.stuck_poll_threshold()), Ordering::Relaxed);
     if config.run_files() {
         // The run file exists from start-up: a clean run leaves one too, and an unusable directory is said now.
-        crate::record::writer::start();
+        crate::capture::run_file::start();
     }
     WATCHDOG.get_or_init(|| {
-        crate::symbolize::warm_up();
-        crate::allow_blocking(|| {
+        crate::capture::symbolize::warm_up();
+        crate::capture::scope::allow_blocking(|| {
             let sampling = install_handler();
             let spawned = std::thread::Builder::new()
                 .name("blockcop-watchdog".into())
-                .spawn(move || crate::allow_blocking(|| watchdog(sampling)));
+                .spawn(move || crate::capture::scope::allow_blocking(|| watchdog(sampling)));
             if let Ok(handle) = &spawned {
                 let _ = WATCHDOG_THREAD.set(handle.thread().clone());
             }
@@ -469,7 +470,7 @@ fn find_unwinder() {
 extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: __errno_location returns this thread's errno slot.
     let saved = unsafe { *libc::__errno_location() };
-    if let Some(slot) = crate::intercept::thread::current_slot() {
+    if let Some(slot) = crate::capture::intercept::thread::current_slot() {
         let generation = slot.generation.load(Ordering::Relaxed);
         if slot.requested.load(Ordering::Acquire) == generation
             && slot.poll_start.load(Ordering::Relaxed) != 0
@@ -498,7 +499,7 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
             if slot.context_wanted.load(Ordering::Relaxed) == generation {
                 // SAFETY: as for the buffer above. The previous context was taken by `collect` before it set
                 // `EMPTY`, so nothing is overwritten. Only a stuck poll's report asks for it (it holds the scope).
-                unsafe { *slot.sample_context.get() = crate::intercept::thread::poll_context_for_signal() };
+                unsafe { *slot.sample_context.get() = crate::capture::intercept::thread::poll_context_for_signal() };
             }
             slot.sample_len.store(n, Ordering::Relaxed);
             slot.sample_state.store(READY, Ordering::Release);
@@ -561,7 +562,7 @@ fn watchdog(sampling: bool) {
         }
         if last_drain.elapsed() >= DRAIN_EVERY {
             last_drain = std::time::Instant::now();
-            writer::drain();
+            run_file::drain();
         }
         busy = false;
         first_due = None;
@@ -704,7 +705,7 @@ fn report_stuck(slot: &Slot, generation: u64, elapsed: Duration, mark: Stuck, in
     // The request, test and task the stuck poll belongs to, from the scope it polls in (if it was sampled in one).
     let mut attribution = scope.as_ref().map(|s| s.shared.attribution().clone()).unwrap_or_default();
     if attribution.test.is_none() && scope.is_none() {
-        attribution.test = name.clone().filter(|n| crate::scope::is_test_thread_name(n));
+        attribution.test = name.clone().filter(|n| crate::capture::scope::is_test_thread_name(n));
     }
     let raw = crate::violation::Violation {
         task: task.map(|t| crate::violation::TaskContext {
@@ -773,7 +774,7 @@ fn symbolizer() -> Option<&'static Mutex<std::sync::mpsc::Sender<SymbolizerJob>>
     TX.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<SymbolizerJob>();
         let spawned = std::thread::Builder::new().name("blockcop-symbolizer".into()).spawn(move || {
-            crate::allow_blocking(|| {
+            crate::capture::scope::allow_blocking(|| {
                 while let Ok(job) = rx.recv() {
                     job();
                 }
@@ -787,7 +788,7 @@ fn symbolizer() -> Option<&'static Mutex<std::sync::mpsc::Sender<SymbolizerJob>>
 /// Symbolizes a stuck poll's samples and publishes its report: the whole report, or, when the watchdog already
 /// published it without a call site, the record that completes it.
 fn locate(job: &StuckJob, raw: crate::Violation, attribution: &Attribution, samples: &[RawStack]) {
-    let hot = crate::symbolize::hottest(samples, Config::global_or_default());
+    let hot = crate::capture::symbolize::hottest(samples, Config::global_or_default());
     let violation = crate::Violation {
         call_site: hot.call_site,
         blocking_api: hot.blocking_api,
@@ -849,7 +850,7 @@ fn publish(violation: crate::Violation, attribution: &Attribution, how: Publishe
     }
     let scope_id = violation.scope_id;
     let list = crate::Violations { list: vec![violation], dropped: 0 };
-    writer::append(record::records(&list, attribution, scope_id));
+    run_file::append(record::records(&list, attribution, scope_id));
     if let Ok(mut reported) = STUCK.lock() {
         let id = list.list[0].stuck.as_ref().map(|s| s.id);
         if let Some(i) = reported.iter().position(|v| how == Published::Located && v.stuck.as_ref().map(|s| s.id) == id)

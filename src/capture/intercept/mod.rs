@@ -6,7 +6,7 @@
 //! read. Inside one it times the call, captures the raw stack into a fixed buffer and records a violation; the
 //! stack is symbolized later, off the intercepted call, when the scope's owner takes its violations.
 //!
-//! This module, [`crate::sampler`] and [`crate::sys`] hold all of blockcop's `unsafe` code (the root denies it
+//! This module, [`crate::capture::sampler`] and [`crate::sys`] hold all of blockcop's `unsafe` code (the root denies it
 //! everywhere else).
 #![allow(unsafe_code)]
 

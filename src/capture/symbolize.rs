@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use crate::call_site::{self, Paths, Selection};
+use crate::capture::intercept::RawStack;
+use crate::capture::scope::RawViolation;
 use crate::catalogue::Category;
 use crate::catalogue::Weight;
 use crate::config::Config;
-use crate::intercept::RawStack;
 use crate::record::EntryAllowed;
-use crate::scope::RawViolation;
 use crate::violation::{CallSite, Frame, SourceLocation, Violation};
 
 static FRAMES: LazyLock<Mutex<HashMap<usize, Arc<[Frame]>>>> = LazyLock::new(Default::default);
@@ -30,7 +30,7 @@ static WARMED_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 pub(crate) fn warm_up() {
     WARM_UP.get_or_init(|| {
         let spawned = std::thread::Builder::new().name("blockcop-warm-up".into()).spawn(|| {
-            crate::allow_blocking(|| {
+            crate::capture::scope::allow_blocking(|| {
                 LazyLock::force(&PATHS);
                 let stack = RawStack::capture();
                 for ip in stack.ips() {

@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crate::capture::intercept::{Detail, RawStack, thread};
+use crate::capture::run_file;
+use crate::capture::symbolize;
 use crate::catalogue::Weight;
 use crate::catalogue::{self, Event};
+use crate::clock;
 use crate::config::Config;
-use crate::intercept::{Detail, RawStack, thread};
-use crate::record::{self, Attribution, writer};
+use crate::record::{self, Attribution};
 use crate::violation::RequestContext;
 use crate::violation::{Stuck, Violations};
-use crate::{clock, symbolize};
 
 static NEXT_SCOPE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -77,7 +79,7 @@ impl Scope {
     }
 
     fn with_attribution(config: &Config, attribution: Attribution) -> Scope {
-        crate::sampler::ensure_watchdog(config);
+        crate::capture::sampler::ensure_watchdog(config);
         let threshold_ns = u64::try_from(config.slow_poll_threshold().as_nanos()).unwrap_or(u64::MAX);
         Scope {
             shared: Arc::new(ScopeShared {
@@ -271,7 +273,7 @@ impl ScopeShared {
         if records.list.is_empty() && records.dropped == 0 {
             return Violations::default();
         }
-        crate::allow_blocking(|| {
+        crate::capture::scope::allow_blocking(|| {
             let mut by_entries = Vec::new();
             let list = symbolize::resolve(records.list, &self.config, self.id, &mut by_entries);
             let violations = Violations { list, dropped: records.dropped };
@@ -283,7 +285,7 @@ impl ScopeShared {
                     &self.attribution,
                     self.id,
                 ));
-                writer::append(out);
+                run_file::append(out);
             }
             violations
         })
@@ -343,13 +345,14 @@ impl ScopeShared {
             busy = busy.min(on_cpu);
         }
         // A poll the watchdog reported stuck is completed here unless the call it was stuck in completed it.
-        let stuck = thread::suspended(|_| thread::current_slot().and_then(crate::sampler::Slot::stuck_poll_returned));
+        let stuck =
+            thread::suspended(|_| thread::current_slot().and_then(crate::capture::sampler::Slot::stuck_poll_returned));
         let slow = busy >= self.threshold_ns;
         if !slow && stuck.is_none() {
             return;
         }
         thread::suspended(|_| {
-            let samples = thread::current_slot().map(crate::sampler::Slot::take_samples).unwrap_or_default();
+            let samples = thread::current_slot().map(crate::capture::sampler::Slot::take_samples).unwrap_or_default();
             if slow {
                 self.record_slow_poll(Duration::from_nanos(busy), site, samples, stuck);
             } else if let Some(stuck) = stuck {
@@ -486,6 +489,24 @@ impl Drop for PollTimer<'_> {
     fn drop(&mut self) {
         self.scope.end_poll(self.start, self.entered.excluded_at_entry(), self.site);
     }
+}
+
+/// Runs `f` with detection suspended on this thread, its time left out of the enclosing poll's slow-poll check
+/// ([`crate::allow_blocking`]).
+pub(crate) fn allow_blocking<R>(f: impl FnOnce() -> R) -> R {
+    thread::suspended(|scope| {
+        if scope.is_none() {
+            return f();
+        }
+        struct Exclude(u64);
+        impl Drop for Exclude {
+            fn drop(&mut self) {
+                thread::exclude(crate::clock::delta_ns(self.0, crate::clock::now()));
+            }
+        }
+        let _exclude = Exclude(crate::clock::now());
+        f()
+    })
 }
 
 #[cfg(test)]
