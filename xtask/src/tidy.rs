@@ -91,3 +91,204 @@ fn the_readme_configuration_table_lists_every_variable() {
     let missing: Vec<&String> = variables.iter().filter(|v| !table.contains(&format!("| `{v}` |"))).collect();
     assert!(missing.is_empty(), "README's configuration table has no row for {missing:?}");
 }
+
+/// The library's layers, lowest first. A module imports only from its own layer or a lower one, so the model knows
+/// nothing of how violations are captured, capture nothing of the entry points, and nothing below the outputs
+/// knows how violations are reported. A module is a file or folder directly under `src/` (`lib.rs`, the facade
+/// that re-exports the public items, and `bin/` are outside the layers).
+const LAYERS: &[(&str, &[&str])] = &[
+    ("platform primitives", &["sys"]),
+    ("model", &["catalogue", "clock", "violation", "call_site", "workspace", "config", "record", "header"]),
+    ("capture", &["capture"]),
+    ("entry points", &["instrument", "runtime", "layer", "start"]),
+    ("outputs", &["report", "testing", "test_body"]),
+];
+
+/// The module a source file belongs to: its first path component under `src/`, without `.rs`.
+fn top_module(path: &Path) -> Option<String> {
+    let rest = path.strip_prefix("src").ok()?;
+    let first = rest.components().next()?.as_os_str().to_str()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (name != "lib" && name != "bin").then(|| name.to_owned())
+}
+
+/// The text of a file without comments and without its `#[cfg(test)] mod tests` block (tests may reach anywhere).
+fn code_of(text: &str) -> String {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+    text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+}
+
+/// Every path `text` names after `crate::`, with `use crate::{a, b::{c, d}}` groups expanded: `a`, `b::c`, `b::d`.
+fn crate_paths(text: &str) -> Vec<String> {
+    fn expand(prefix: &str, rest: &str, out: &mut Vec<String>) {
+        let head_len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(rest.len());
+        let (head, after) = rest.split_at(head_len);
+        if after.starts_with('{') && (head.is_empty() || head.ends_with("::")) {
+            let mut depth = 0;
+            let mut start = 1;
+            for (i, c) in after.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' | ',' if depth == 1 => {
+                        let part = after[start..i].trim();
+                        if !part.is_empty() {
+                            expand(&format!("{prefix}{head}"), part, out);
+                        }
+                        start = i + 1;
+                        if c == '}' {
+                            return;
+                        }
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(format!("{prefix}{head}"));
+        }
+    }
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("crate::") {
+        if text[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue; // `$crate::` in a macro, or a crate named `…crate`
+        }
+        expand("", &text[i + "crate::".len()..], &mut out);
+    }
+    out
+}
+
+/// The modules each name that `lib.rs` re-exports or defines comes from (`crate::Violation` is `violation`'s;
+/// `crate::allow_blocking`, defined in `lib.rs`, is the modules its body calls).
+fn root_items(lib: &str, modules: &[String]) -> std::collections::HashMap<String, Vec<String>> {
+    let mut items: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    let code = code_of(lib);
+    for stmt in code.split(';') {
+        let Some(at) = stmt.find("pub use ") else { continue };
+        for path in crate_paths(&format!("crate::{}", &stmt[at + "pub use ".len()..])) {
+            let mut parts = path.split("::");
+            let module = parts.next().unwrap_or("").to_owned();
+            let last = path.rsplit("::").next().unwrap_or("");
+            let name = last.rsplit(" as ").next().unwrap_or(last).trim().to_owned();
+            items.entry(name).or_default().push(module);
+        }
+    }
+    for (i, _) in code.match_indices("pub fn ") {
+        let rest = &code[i + "pub fn ".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let body = rest.split("\n}\n").next().unwrap_or(rest);
+        let used: Vec<String> = modules
+            .iter()
+            .filter(|m| body.contains(&format!("{m}::")) || body.contains(&format!("crate::{m}::")))
+            .cloned()
+            .collect();
+        items.entry(name).or_default().extend(used);
+    }
+    items
+}
+
+/// The imports between the library's modules: (importer, imported) → the first file and path that shows it.
+fn module_imports() -> std::collections::BTreeMap<(String, String), (PathBuf, String)> {
+    let sources = library_sources();
+    let mut modules: Vec<String> = sources.iter().filter_map(|(path, _)| top_module(path)).collect();
+    modules.sort_unstable();
+    modules.dedup();
+    let roots = root_items(&read("src/lib.rs"), &modules);
+    let mut edges = std::collections::BTreeMap::new();
+    for (path, text) in &sources {
+        let Some(from) = top_module(path) else { continue };
+        for used in crate_paths(&code_of(text)) {
+            let first = used.split("::").next().unwrap_or("");
+            let targets = if modules.iter().any(|m| m == first) {
+                vec![first.to_owned()]
+            } else {
+                roots.get(first).cloned().unwrap_or_default()
+            };
+            for to in targets {
+                if to != from {
+                    edges.entry((from.clone(), to)).or_insert_with(|| (path.clone(), format!("crate::{used}")));
+                }
+            }
+        }
+    }
+    edges
+}
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|(_, modules)| modules.contains(&module))
+}
+
+#[test]
+fn every_module_has_a_layer() {
+    let mut modules: Vec<String> = library_sources().iter().filter_map(|(path, _)| top_module(path)).collect();
+    modules.sort_unstable();
+    modules.dedup();
+    let missing: Vec<&String> = modules.iter().filter(|m| layer_of(m).is_none()).collect();
+    assert!(missing.is_empty(), "add these modules to a layer in LAYERS (xtask/src/tidy.rs): {missing:?}");
+}
+
+#[test]
+fn no_module_imports_from_a_higher_layer() {
+    let upward: Vec<String> = module_imports()
+        .into_iter()
+        .filter_map(|((from, to), (path, used))| {
+            let (a, b) = (layer_of(&from)?, layer_of(&to)?);
+            (b > a).then(|| {
+                format!(
+                    "{} uses {used}: {from} ({}) must not import {to} ({})",
+                    path.display(),
+                    LAYERS[a].0,
+                    LAYERS[b].0
+                )
+            })
+        })
+        .collect();
+    assert!(
+        upward.is_empty(),
+        "imports go down the layers only (model ← capture ← entry points ← outputs); move the code, or hand it \
+         over through a callback the lower layer registers:\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn the_modules_import_each_other_in_no_cycle() {
+    let edges = module_imports();
+    let mut graph: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (from, to) in edges.keys() {
+        graph.entry(from).or_default().push(to);
+    }
+    // Depth-first search; a module met again while still on the path closes a cycle.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &std::collections::BTreeMap<&'a str, Vec<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(m);
+            return Some(cycle);
+        }
+        if !done.insert(m) {
+            return None;
+        }
+        path.push(m);
+        for next in graph.get(m).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        if let Some(cycle) = visit(m, &graph, &mut Vec::new(), &mut done) {
+            let shown: Vec<String> = cycle
+                .windows(2)
+                .map(|w| format!("{} → {} ({})", w[0], w[1], edges[&(w[0].to_owned(), w[1].to_owned())].0.display()))
+                .collect();
+            panic!("the library's modules import each other in a loop:\n{}", shown.join("\n"));
+        }
+    }
+}
