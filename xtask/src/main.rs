@@ -90,27 +90,88 @@ fn report(args: &[String]) -> Result<(), String> {
     run("report", c)
 }
 
+/// The test counts of every `cargo test` CI runs, summed from libtest's `test result:` lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Counts one line of a test binary's output.
+    fn count(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        let number = |word: &str| -> u64 {
+            rest.split(';')
+                .find_map(|part| part.trim().rsplit_once(' ').filter(|(_, w)| *w == word).map(|(n, _)| n))
+                .and_then(|n| n.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        self.passed += number("passed");
+        self.failed += number("failed");
+    }
+}
+
+/// Runs `cmd` like [`run`], echoing its standard output line by line and counting its test results.
+fn run_counted(what: &str, mut cmd: Command, tally: &mut Tally) -> Result<(), String> {
+    use std::io::{BufRead, Write};
+    eprintln!("xtask: {what}");
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).spawn().map_err(|e| format!("{what}: could not start: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("{what}: reading its output: {e}"))?;
+        tally.count(&line);
+        let _ = writeln!(out, "{line}");
+    }
+    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what}: {status}")) }
+}
+
+/// What CI runs (`.ci/run` calls this after installing what is missing): the format check, clippy on both builds
+/// and without the interposer, README's test command with blockcop off and on and with `--cfg tokio_unstable`,
+/// then the detector, layer and runtime suites on a loaded machine; one closing line counts every test.
 fn ci() -> Result<(), String> {
+    let mut tally = Tally::default();
+    let result = ci_steps(&mut tally);
+    println!("blockcop CI:");
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    result
+}
+
+fn ci_steps(tally: &mut Tally) -> Result<(), String> {
+    let unstable = |c: &mut Command| {
+        // tokio's task hooks exist only with --cfg tokio_unstable; a target directory of its own keeps the two
+        // builds from invalidating each other.
+        c.env("RUSTFLAGS", "--cfg tokio_unstable").env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
+    };
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run("cargo fmt --check", fmt)?;
+    let clippy_args = ["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"];
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
-    run("cargo clippy", clippy)?;
+    clippy.args(clippy_args);
+    run("cargo clippy -D warnings", clippy)?;
+    let mut bare = cargo();
+    bare.args(["clippy", "-p", "blockcop", "--no-default-features", "--", "-D", "warnings"]);
+    run("the library without the interposer (the path other platforms take)", bare)?;
     let mut off = cargo();
     off.args(["test", "--workspace"]).env_remove("RUST_TEST_BLOCKCOP");
-    run("tests, blockcop off", off)?;
+    run_counted("tests, blockcop off (README: cargo test --workspace)", off, tally)?;
     let mut on = cargo();
     on.args(["test", "--workspace"]).env("RUST_TEST_BLOCKCOP", "1");
-    run("tests, RUST_TEST_BLOCKCOP=1", on)?;
-    let mut unstable = cargo();
-    unstable
-        .args(["test", "--workspace"])
-        .env("RUST_TEST_BLOCKCOP", "1")
-        .env("RUSTFLAGS", "--cfg tokio_unstable")
-        .env("CARGO_TARGET_DIR", project_root().join("target/unstable"));
-    run("tests, --cfg tokio_unstable", unstable)?;
-    loaded(&[])
+    run_counted("tests, RUST_TEST_BLOCKCOP=1", on, tally)?;
+    let mut clippy = cargo();
+    clippy.args(clippy_args);
+    unstable(&mut clippy);
+    run("cargo clippy -D warnings, --cfg tokio_unstable", clippy)?;
+    let mut tests = cargo();
+    tests.args(["test", "--workspace"]).env("RUST_TEST_BLOCKCOP", "1");
+    unstable(&mut tests);
+    run_counted("tests, --cfg tokio_unstable, RUST_TEST_BLOCKCOP=1", tests, tally)?;
+    // Shared CI runners are loaded: a detector that cries wolf under load gets switched off.
+    loaded_counted(1, tally)
 }
 
 #[cfg(test)]
@@ -129,6 +190,11 @@ fn loaded(args: &[String]) -> Result<(), String> {
         }
         _ => return Err(format!("loaded: unknown arguments {args:?} (accepted: --times N)")),
     };
+    loaded_counted(times, &mut Tally::default())
+}
+
+/// The detector, layer and runtime suites `times` times beside two busy loops per core, on both builds.
+fn loaded_counted(times: usize, tally: &mut Tally) -> Result<(), String> {
     let suites = ["--test", "detector", "--test", "layer", "--test", "runtime"];
     // Build first, unloaded: the load is for the tests, not the compiler.
     for unstable in [false, true] {
@@ -145,7 +211,7 @@ fn loaded(args: &[String]) -> Result<(), String> {
                 "run {i}/{times}: detector, layer, runtime on a loaded machine{}",
                 if unstable { ", --cfg tokio_unstable" } else { "" }
             );
-            run(&what, loaded_tests(unstable, &suites)).map_err(|e| eprintln!("xtask: {e}")).is_ok()
+            run_counted(&what, loaded_tests(unstable, &suites), tally).map_err(|e| eprintln!("xtask: {e}")).is_ok()
         });
         passed += usize::from(ok);
     }
@@ -187,5 +253,20 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::Tally;
+
+    #[test]
+    fn ci_counts_passed_and_failed_tests_from_libtest_summaries() {
+        let mut t = Tally::default();
+        t.count("test result: ok. 52 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 7.18s");
+        t.count("test result: FAILED. 5 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.37s");
+        t.count("running 7 tests");
+        t.count("test tidy::x ... ok");
+        assert_eq!((t.passed, t.failed), (57, 2));
     }
 }

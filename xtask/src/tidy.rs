@@ -292,3 +292,20 @@ fn the_modules_import_each_other_in_no_cycle() {
         }
     }
 }
+
+#[test]
+fn ci_runs_what_cargo_xtask_ci_runs() {
+    let script = read(".ci/run");
+    let commands: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with("echo") && l.contains("cargo "))
+        // Checking that cargo, rustfmt and clippy are installed runs nothing of the project.
+        .filter(|l| !l.contains("--version") && !l.contains("command -v cargo"))
+        .collect();
+    assert_eq!(
+        commands,
+        ["exec cargo xtask ci"],
+        ".ci/run must hand the steps to `cargo xtask ci` (xtask/src/main.rs), so that the two cannot drift apart"
+    );
+}
