@@ -202,6 +202,35 @@ impl Level {
     }
 }
 
+/// Reads `low`, `medium` or `high` (as [`Level::as_str`] writes them, and as the header, run files and the CLI
+/// spell them).
+///
+/// ```
+/// use blockcop::Level;
+/// assert_eq!("medium".parse::<Level>(), Ok(Level::Medium));
+/// assert!("High".parse::<Level>().is_err());
+/// ```
+impl std::str::FromStr for Level {
+    type Err = ParseLevelError;
+
+    fn from_str(s: &str) -> Result<Level, ParseLevelError> {
+        match s {
+            "low" => Ok(Level::Low),
+            "medium" => Ok(Level::Medium),
+            "high" => Ok(Level::High),
+            _ => Err(ParseLevelError { value: s.to_owned() }),
+        }
+    }
+}
+
+/// A level that is not `low`, `medium` or `high`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown level {value:?}: expected low, medium or high")]
+pub struct ParseLevelError {
+    /// The text that was read.
+    pub value: String,
+}
+
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
