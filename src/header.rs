@@ -238,11 +238,9 @@ impl ViolationsHeader {
                 }
                 "level" => {
                     slot_taken(level.is_some())?;
-                    level = Some(match raw {
-                        "low" => Level::Low,
-                        "medium" => Level::Medium,
-                        "high" => Level::High,
-                        _ => return err(at, "`low`, `medium` or `high`"),
+                    level = Some(match raw.parse::<Level>() {
+                        Ok(level) => level,
+                        Err(_) => return err(at, "`low`, `medium` or `high`"),
                     });
                 }
                 "first" | "worst" => {

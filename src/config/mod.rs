@@ -385,13 +385,13 @@ fn text_value(
 /// A [`ConfigError`] for `BLOCKCOP_FAIL_SEVERITY` when `v` is neither.
 pub fn parse_severity(v: &str) -> Result<u32, ConfigError> {
     let err = || ConfigError::variable(ENV_FAIL_SEVERITY, v, SEVERITY_FORM);
-    match v.to_ascii_lowercase().as_str() {
-        "low" => Ok(Level::Low.min_severity()),
-        "medium" => Ok(Level::Medium.min_severity()),
-        "high" => Ok(Level::High.min_severity()),
-        _ if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) => Err(err()),
-        _ => v.parse::<u32>().map_err(|_| err()),
+    if let Ok(level) = v.to_ascii_lowercase().parse::<Level>() {
+        return Ok(level.min_severity());
     }
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    v.parse::<u32>().map_err(|_| err())
 }
 
 #[cfg(test)]
