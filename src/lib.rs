@@ -30,7 +30,7 @@
 //! never lower it: a call lasting at least the slow-poll threshold is at least moderate, ten times it heavy. A call
 //! through a synchronous database or network client ([`BLOCKING_CLIENTS`]) is heavy; console output is trivial. The
 //! severity of a set of violations is aiocop's score, the sum of the weights of its calls; its [`Level`] is high
-//! from 50, medium from 10, low below. The harness fails at [`DEFAULT_FAIL_SEVERITY`] (10, medium) unless
+//! from 50, medium from 10, low below. The harness fails at [`Config::DEFAULT_FAIL_SEVERITY`] (10, medium) unless
 //! `BLOCKCOP_FAIL_SEVERITY` says otherwise.
 //!
 //! ## Turning it on
@@ -87,9 +87,14 @@ pub use catalogue::{
     BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category, LOCK_WAIT_LIGHT_BELOW, Level, ParseLevelError, Weight,
 };
 pub use config::{
-    Config, ConfigBuilder, ConfigError, DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
-    DEFAULT_SLOW_POLL_THRESHOLD, DEFAULT_STUCK_POLL_THRESHOLD, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS,
-    ENV_SLOW_POLL_MS, ENV_STUCK_MS, MAX_THRESHOLD_MS, MAX_VIOLATIONS_LIMIT, parse_severity,
+    Config, ConfigBuilder, ConfigError, ENV_ENABLE, ENV_FAIL_SEVERITY, ENV_MAX_VIOLATIONS, ENV_SLOW_POLL_MS,
+    ENV_STUCK_MS, parse_severity,
+};
+// The defaults and limits are associated constants of `Config` now; the old root names stay one release.
+#[allow(deprecated)]
+pub use config::{
+    DEFAULT_ALLOWLIST, DEFAULT_FAIL_SEVERITY, DEFAULT_MAX_VIOLATIONS_PER_SCOPE, DEFAULT_SLOW_POLL_THRESHOLD,
+    DEFAULT_STUCK_POLL_THRESHOLD, MAX_THRESHOLD_MS, MAX_VIOLATIONS_LIMIT,
 };
 pub use config::{baseline, file as config_file};
 pub use header::{

@@ -12,31 +12,6 @@ pub mod file;
 
 pub use error::ConfigError;
 
-/// Slow-poll threshold used when none is set. By default, 10 ms.
-pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
-
-/// Severity at which the test harness fails a request. By default, 10 (level medium): any blocking call of
-/// moderate weight (opening a file, a blocking read, a lock wait of 1 ms or more), any heavy one, or enough light
-/// ones to add up to 10. `BLOCKCOP_FAIL_SEVERITY=high` (50) is the fail line of Galaxy's aiocop guard.
-pub const DEFAULT_FAIL_SEVERITY: u32 = 10;
-
-/// How long a poll may run before the watchdog reports it as a `stuck_poll`, while it is still running. By default,
-/// 1000 ms.
-pub const DEFAULT_STUCK_POLL_THRESHOLD: Duration = Duration::from_millis(1000);
-
-/// Maximum violations kept per scope; more are counted as dropped. By default, 64.
-pub const DEFAULT_MAX_VIOLATIONS_PER_SCOPE: usize = 64;
-
-/// Frames that allow blocking below them by default: tokio's `block_in_place` hands the worker thread's core to
-/// another thread first, so blocking inside it stalls no task; `tokio::process` is what blockcop's own fix hint
-/// for `std::process` recommends (it spawns with a short `posix_spawn` and reaps without waiting).
-pub const DEFAULT_ALLOWLIST: &[&str] = &[
-    "tokio::task::blocking::block_in_place",
-    "tokio::runtime::scheduler::multi_thread::worker::block_in_place",
-    "tokio::runtime::scheduler::block_in_place::block_in_place",
-    "tokio::process::",
-];
-
 /// The variable that turns blockcop on: `1`, `true`, `yes` or `on` (any case) enables it; `0`, `false`, `no`, `off`
 /// or empty leaves it off, as does leaving it unset. Any other value also leaves it off, with one warning on stderr
 /// naming the value (a typo in CI must not turn the guard off without a word).
@@ -49,11 +24,6 @@ pub const ENV_FAIL_SEVERITY: &str = "BLOCKCOP_FAIL_SEVERITY";
 pub const ENV_STUCK_MS: &str = "BLOCKCOP_STUCK_MS";
 /// The per-scope cap on recorded violations: a whole number, 1 to 1,000,000.
 pub const ENV_MAX_VIOLATIONS: &str = "BLOCKCOP_MAX_VIOLATIONS";
-
-/// The largest threshold `BLOCKCOP_SLOW_POLL_MS` and `BLOCKCOP_STUCK_MS` accept, in milliseconds: one hour.
-pub const MAX_THRESHOLD_MS: u64 = 3_600_000;
-/// The largest per-scope cap `BLOCKCOP_MAX_VIOLATIONS` accepts.
-pub const MAX_VIOLATIONS_LIMIT: u64 = 1_000_000;
 
 /// How blockcop detects and judges blocking.
 ///
@@ -95,16 +65,46 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Slow-poll threshold used when none is set. By default, 10 ms.
+    pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Duration::from_millis(10);
+
+    /// Severity at which the test harness fails a request. By default, 10 (level medium): any blocking call of
+    /// moderate weight (opening a file, a blocking read, a lock wait of 1 ms or more), any heavy one, or enough light
+    /// ones to add up to 10. `BLOCKCOP_FAIL_SEVERITY=high` (50) is the fail line of Galaxy's aiocop guard.
+    pub const DEFAULT_FAIL_SEVERITY: u32 = 10;
+
+    /// How long a poll may run before the watchdog reports it as a `stuck_poll`, while it is still running. By default,
+    /// 1000 ms.
+    pub const DEFAULT_STUCK_POLL_THRESHOLD: Duration = Duration::from_millis(1000);
+
+    /// Maximum violations kept per scope; more are counted as dropped. By default, 64.
+    pub const DEFAULT_MAX_VIOLATIONS_PER_SCOPE: usize = 64;
+
+    /// Frames that allow blocking below them by default: tokio's `block_in_place` hands the worker thread's core to
+    /// another thread first, so blocking inside it stalls no task; `tokio::process` is what blockcop's own fix hint
+    /// for `std::process` recommends (it spawns with a short `posix_spawn` and reaps without waiting).
+    pub const DEFAULT_ALLOWLIST: &[&str] = &[
+        "tokio::task::blocking::block_in_place",
+        "tokio::runtime::scheduler::multi_thread::worker::block_in_place",
+        "tokio::runtime::scheduler::block_in_place::block_in_place",
+        "tokio::process::",
+    ];
+
+    /// The largest threshold `BLOCKCOP_SLOW_POLL_MS` and `BLOCKCOP_STUCK_MS` accept, in milliseconds: one hour.
+    pub const MAX_THRESHOLD_MS: u64 = 3_600_000;
+    /// The largest per-scope cap `BLOCKCOP_MAX_VIOLATIONS` accepts.
+    pub const MAX_VIOLATIONS_LIMIT: u64 = 1_000_000;
+
     /// A builder starting from the defaults (disabled).
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {
             settings: Settings {
                 enabled: false,
-                slow_poll_threshold: DEFAULT_SLOW_POLL_THRESHOLD,
-                stuck_poll_threshold: DEFAULT_STUCK_POLL_THRESHOLD,
-                fail_severity: DEFAULT_FAIL_SEVERITY,
-                max_violations_per_scope: DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
-                allowlist: DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
+                slow_poll_threshold: Config::DEFAULT_SLOW_POLL_THRESHOLD,
+                stuck_poll_threshold: Config::DEFAULT_STUCK_POLL_THRESHOLD,
+                fail_severity: Config::DEFAULT_FAIL_SEVERITY,
+                max_violations_per_scope: Config::DEFAULT_MAX_VIOLATIONS_PER_SCOPE,
+                allowlist: Config::DEFAULT_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
                 allow_entries: Vec::new(),
                 baseline: Arc::default(),
                 blocking_clients: crate::catalogue::BLOCKING_CLIENTS.iter().map(|s| (*s).to_owned()).collect(),
@@ -135,18 +135,18 @@ impl Config {
             }
         });
         if let Some(v) = text(ENV_SLOW_POLL_MS, MS_FORM)? {
-            let ms = parse_bounded(ENV_SLOW_POLL_MS, &v, MAX_THRESHOLD_MS, MS_FORM)?;
+            let ms = parse_bounded(ENV_SLOW_POLL_MS, &v, Config::MAX_THRESHOLD_MS, MS_FORM)?;
             b = b.slow_poll_threshold(Duration::from_millis(ms));
         }
         if let Some(v) = text(ENV_STUCK_MS, MS_FORM)? {
-            let ms = parse_bounded(ENV_STUCK_MS, &v, MAX_THRESHOLD_MS, MS_FORM)?;
+            let ms = parse_bounded(ENV_STUCK_MS, &v, Config::MAX_THRESHOLD_MS, MS_FORM)?;
             b = b.stuck_poll_threshold(Duration::from_millis(ms));
         }
         if let Some(v) = text(ENV_FAIL_SEVERITY, SEVERITY_FORM)? {
             b = b.fail_severity(parse_severity(&v)?);
         }
         if let Some(v) = text(ENV_MAX_VIOLATIONS, COUNT_FORM)? {
-            let n = parse_bounded(ENV_MAX_VIOLATIONS, &v, MAX_VIOLATIONS_LIMIT, COUNT_FORM)?;
+            let n = parse_bounded(ENV_MAX_VIOLATIONS, &v, Config::MAX_VIOLATIONS_LIMIT, COUNT_FORM)?;
             b = b.max_violations_per_scope(usize::try_from(n).unwrap_or(usize::MAX));
         }
         // The checked-in allowlist, only when blockcop is on (finding the workspace root reads the debug info).
@@ -171,25 +171,26 @@ impl Config {
     }
 
     /// A poll running at least this long is a `slow_poll` violation (moderate; heavy at ten times this). Blocking
-    /// calls at least this long are at least moderate. By default, 10 ms ([`DEFAULT_SLOW_POLL_THRESHOLD`]).
+    /// calls at least this long are at least moderate. By default, 10 ms ([`Config::DEFAULT_SLOW_POLL_THRESHOLD`]).
     pub fn slow_poll_threshold(&self) -> Duration {
         self.inner.slow_poll_threshold
     }
 
     /// A poll still running after this long is reported as a `stuck_poll` by the watchdog, while it is still
-    /// running. By default, 1000 ms ([`DEFAULT_STUCK_POLL_THRESHOLD`]).
+    /// running. By default, 1000 ms ([`Config::DEFAULT_STUCK_POLL_THRESHOLD`]).
     pub fn stuck_poll_threshold(&self) -> Duration {
         self.inner.stuck_poll_threshold
     }
 
     /// The severity at which the test harness fails a request. By default, 10 (medium;
-    /// [`DEFAULT_FAIL_SEVERITY`]).
+    /// [`Config::DEFAULT_FAIL_SEVERITY`]).
     pub fn fail_severity(&self) -> u32 {
         self.inner.fail_severity
     }
 
     /// The cap on violations recorded per scope; further ones are counted in
-    /// [`Violations::dropped`](crate::Violations::dropped). By default, 64.
+    /// [`Violations::dropped`](crate::Violations::dropped). By default, 64
+    /// ([`Config::DEFAULT_MAX_VIOLATIONS_PER_SCOPE`]).
     pub fn max_violations_per_scope(&self) -> usize {
         self.inner.max_violations_per_scope
     }
@@ -200,7 +201,7 @@ impl Config {
         self.inner.run_files
     }
 
-    /// Function-path prefixes below which blocking is allowed (the defaults are in [`DEFAULT_ALLOWLIST`]).
+    /// Function-path prefixes below which blocking is allowed (the defaults are in [`Config::DEFAULT_ALLOWLIST`]).
     pub fn allowlist(&self) -> &[String] {
         &self.inner.allowlist
     }
@@ -244,6 +245,28 @@ impl Config {
 /// ([`Config::global`]).
 pub(crate) static GLOBAL: OnceLock<Config> = OnceLock::new();
 
+/// The same as [`Config::DEFAULT_SLOW_POLL_THRESHOLD`], which replaces it.
+#[deprecated(since = "0.2.0", note = "use Config::DEFAULT_SLOW_POLL_THRESHOLD")]
+pub const DEFAULT_SLOW_POLL_THRESHOLD: Duration = Config::DEFAULT_SLOW_POLL_THRESHOLD;
+/// The same as [`Config::DEFAULT_FAIL_SEVERITY`], which replaces it.
+#[deprecated(since = "0.2.0", note = "use Config::DEFAULT_FAIL_SEVERITY")]
+pub const DEFAULT_FAIL_SEVERITY: u32 = Config::DEFAULT_FAIL_SEVERITY;
+/// The same as [`Config::DEFAULT_STUCK_POLL_THRESHOLD`], which replaces it.
+#[deprecated(since = "0.2.0", note = "use Config::DEFAULT_STUCK_POLL_THRESHOLD")]
+pub const DEFAULT_STUCK_POLL_THRESHOLD: Duration = Config::DEFAULT_STUCK_POLL_THRESHOLD;
+/// The same as [`Config::DEFAULT_MAX_VIOLATIONS_PER_SCOPE`], which replaces it.
+#[deprecated(since = "0.2.0", note = "use Config::DEFAULT_MAX_VIOLATIONS_PER_SCOPE")]
+pub const DEFAULT_MAX_VIOLATIONS_PER_SCOPE: usize = Config::DEFAULT_MAX_VIOLATIONS_PER_SCOPE;
+/// The same as [`Config::DEFAULT_ALLOWLIST`], which replaces it.
+#[deprecated(since = "0.2.0", note = "use Config::DEFAULT_ALLOWLIST")]
+pub const DEFAULT_ALLOWLIST: &[&str] = Config::DEFAULT_ALLOWLIST;
+/// The same as [`Config::MAX_THRESHOLD_MS`], which replaces it.
+#[deprecated(since = "0.2.0", note = "use Config::MAX_THRESHOLD_MS")]
+pub const MAX_THRESHOLD_MS: u64 = Config::MAX_THRESHOLD_MS;
+/// The same as [`Config::MAX_VIOLATIONS_LIMIT`], which replaces it.
+#[deprecated(since = "0.2.0", note = "use Config::MAX_VIOLATIONS_LIMIT")]
+pub const MAX_VIOLATIONS_LIMIT: u64 = Config::MAX_VIOLATIONS_LIMIT;
+
 /// Builds a [`Config`]; see [`Config::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -258,25 +281,26 @@ impl ConfigBuilder {
         self
     }
 
-    /// Sets the slow-poll threshold. By default, 10 ms. A zero threshold is raised to 1 µs.
+    /// Sets the slow-poll threshold. By default, 10 ms ([`Config::DEFAULT_SLOW_POLL_THRESHOLD`]). A zero threshold is raised to 1 µs.
     pub fn slow_poll_threshold(mut self, threshold: Duration) -> Self {
         self.settings.slow_poll_threshold = threshold.max(Duration::from_micros(1));
         self
     }
 
-    /// Sets the stuck-poll threshold. By default, 1000 ms. A zero threshold is raised to 1 ms.
+    /// Sets the stuck-poll threshold. By default, 1000 ms ([`Config::DEFAULT_STUCK_POLL_THRESHOLD`]). A zero threshold is raised to 1 ms.
     pub fn stuck_poll_threshold(mut self, threshold: Duration) -> Self {
         self.settings.stuck_poll_threshold = threshold.max(Duration::from_millis(1));
         self
     }
 
-    /// Sets the severity at which the harness fails a request. By default, 10 ([`DEFAULT_FAIL_SEVERITY`]).
+    /// Sets the severity at which the harness fails a request. By default, 10 ([`Config::DEFAULT_FAIL_SEVERITY`]).
     pub fn fail_severity(mut self, severity: u32) -> Self {
         self.settings.fail_severity = severity;
         self
     }
 
-    /// Sets the per-scope cap on recorded violations. By default, 64. Zero is raised to 1.
+    /// Sets the per-scope cap on recorded violations. By default, 64 ([`Config::DEFAULT_MAX_VIOLATIONS_PER_SCOPE`]).
+    /// Zero is raised to 1.
     pub fn max_violations_per_scope(mut self, cap: usize) -> Self {
         self.settings.max_violations_per_scope = cap.max(1);
         self
@@ -352,11 +376,11 @@ fn parse_bounded(variable: &'static str, v: &str, max: u64, expected: &str) -> R
     }
 }
 
-/// `BLOCKCOP_FAIL_SEVERITY` read from the environment, or [`DEFAULT_FAIL_SEVERITY`] when it is unset or empty.
+/// `BLOCKCOP_FAIL_SEVERITY` read from the environment, or [`Config::DEFAULT_FAIL_SEVERITY`] when it is unset or empty.
 #[cfg(feature = "cli")]
 pub(crate) fn env_fail_severity() -> Result<u32, ConfigError> {
     match text_value(ENV_FAIL_SEVERITY, std::env::var_os(ENV_FAIL_SEVERITY), SEVERITY_FORM)? {
-        None => Ok(DEFAULT_FAIL_SEVERITY),
+        None => Ok(Config::DEFAULT_FAIL_SEVERITY),
         Some(v) => parse_severity(&v),
     }
 }
@@ -406,7 +430,7 @@ mod tests {
     fn unset_means_defaults_and_disabled() {
         let c = from(&[]).unwrap();
         assert!(!c.is_enabled());
-        assert_eq!(c.slow_poll_threshold(), DEFAULT_SLOW_POLL_THRESHOLD);
+        assert_eq!(c.slow_poll_threshold(), Config::DEFAULT_SLOW_POLL_THRESHOLD);
         assert_eq!(c.fail_severity(), 10);
         assert_eq!(c.max_violations_per_scope(), 64);
         assert!(c.allowlist().iter().any(|p| p.ends_with("block_in_place")));
@@ -486,7 +510,7 @@ mod tests {
         let c = from(&[(ENV_SLOW_POLL_MS, "3600000"), (ENV_STUCK_MS, "1"), (ENV_MAX_VIOLATIONS, "")]).unwrap();
         assert_eq!(c.slow_poll_threshold(), Duration::from_secs(3600));
         assert_eq!(c.stuck_poll_threshold(), Duration::from_millis(1));
-        assert_eq!(c.max_violations_per_scope(), DEFAULT_MAX_VIOLATIONS_PER_SCOPE);
+        assert_eq!(c.max_violations_per_scope(), Config::DEFAULT_MAX_VIOLATIONS_PER_SCOPE);
     }
 
     #[test]
@@ -515,7 +539,7 @@ mod tests {
                     proptest::prop_assert!(value.is_empty() || value.bytes().all(|b| b.is_ascii_alphanumeric()));
                     if variable == ENV_SLOW_POLL_MS && !value.is_empty() {
                         let ms: u64 = value.parse().unwrap();
-                        proptest::prop_assert!((1..=MAX_THRESHOLD_MS).contains(&ms));
+                        proptest::prop_assert!((1..=Config::MAX_THRESHOLD_MS).contains(&ms));
                         proptest::prop_assert_eq!(c.slow_poll_threshold(), Duration::from_millis(ms));
                     }
                 }
