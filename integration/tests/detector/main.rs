@@ -35,6 +35,7 @@ on_both_flavors!(
     process,
     join_thread,
     file,
+    failing_call_keeps_its_error,
     file_in_dependency,
     file_two_helpers_deep,
     sqlite_read_deep_inside_c_code,
@@ -134,6 +135,22 @@ fn file(flavor: Flavor) {
     // The reads of the same call are recorded too, at the same call site.
     assert!(v.iter().any(|x| x.event == "read" && x.call_site == open.call_site), "{}", describe(&v));
     assert_eq!(v.level(), Level::Medium);
+}
+
+fn failing_call_keeps_its_error(flavor: Flavor) {
+    integration::skip_unless_interposing!();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.toml");
+    let got = Arc::new(Mutex::new(None));
+    let (out, p) = (got.clone(), missing.clone());
+    let v = run_in_scope(flavor, move || async move {
+        let kind = scenarios::open_missing_file(&p).await;
+        *out.lock().expect("result") = Some(kind);
+    });
+    // The failed open is recorded, and the program still sees the error it returned.
+    let open = assert_blocked(&v, "open64", Level::Medium, "File::open(path)");
+    assert_eq!(open.detail, missing.display().to_string());
+    assert_eq!(*got.lock().expect("result"), Some(Some(std::io::ErrorKind::NotFound)), "{}", describe(&v));
 }
 
 fn file_in_dependency(flavor: Flavor) {

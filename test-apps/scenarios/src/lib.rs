@@ -65,6 +65,13 @@ pub async fn read_template(path: &Path) -> usize {
     text.map_or(0, |t| t.len())
 }
 
+/// Opening a file that does not exist: the call fails, and the caller must get its error as if nothing had
+/// intercepted it (`errno` survives blockcop's own work in the hook).
+pub async fn open_missing_file(path: &Path) -> Option<std::io::ErrorKind> {
+    let opened = std::fs::File::open(path); // blocks: open64
+    opened.err().map(|e| e.kind())
+}
+
 /// Creating a temporary file through a dependency (`tempfile`) that calls std underneath.
 pub async fn temp_file_through_dependency() -> bool {
     let file = tempfile::tempfile(); // blocks: open64
