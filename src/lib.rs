@@ -74,7 +74,6 @@ pub mod report;
 pub mod runtime;
 mod start;
 mod sys;
-#[path = "test_body.rs"]
 pub mod test;
 #[cfg(feature = "testing")]
 pub mod testing;

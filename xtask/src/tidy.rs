@@ -101,7 +101,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("model", &["catalogue", "clock", "violation", "call_site", "workspace", "config", "record", "header"]),
     ("capture", &["capture"]),
     ("entry points", &["instrument", "runtime", "layer", "start"]),
-    ("outputs", &["report", "testing", "test_body"]),
+    ("outputs", &["report", "testing", "test"]),
 ];
 
 /// The module a source file belongs to: its first path component under `src/`, without `.rs`.
