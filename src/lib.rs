@@ -69,6 +69,7 @@ mod config;
 mod header;
 mod instrument;
 pub mod layer;
+mod recent;
 mod record;
 pub mod report;
 pub mod runtime;

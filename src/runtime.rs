@@ -37,6 +37,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::capture::scope::Scope;
 use crate::config::Config;
+use crate::recent::Recent;
 
 /// tokio's task hooks are missing: the build lacks `--cfg tokio_unstable`. No longer returned by [`install`] (which
 /// falls back to stable tokio's thread hooks); kept so that code matching on it compiles.
@@ -216,10 +217,7 @@ pub fn drain() -> crate::Violations {
         all.list.extend(v.list);
     }
     if !all.list.is_empty() {
-        let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
-        let overflow = (recent.len() + all.list.len()).saturating_sub(RECENT_CAP).min(recent.len());
-        recent.drain(..overflow);
-        recent.extend(all.list.iter().cloned());
+        RECENT.extend(all.list.iter().cloned());
     }
     all
 }
@@ -229,12 +227,11 @@ fn drain_in_background() {
     drain();
 }
 
-const RECENT_CAP: usize = 1024;
-static RECENT: Mutex<Vec<crate::Violation>> = Mutex::new(Vec::new());
+static RECENT: Recent<crate::Violation> = Recent::new(1024);
 
 /// The latest task violations drained (by [`drain`], the watchdog or at exit), at most 1024, oldest first.
 pub fn recent() -> Vec<crate::Violation> {
-    RECENT.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    RECENT.to_vec()
 }
 
 #[cfg(tokio_unstable)]

@@ -1,11 +1,11 @@
 //! The request registry: full violations of recent requests, by the id in `x-blockcop-request-id`, for an
 //! in-process harness. Bounded: past [`CAPACITY`] requests the oldest is evicted and counted.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use http::Method;
 
+use crate::recent::Recent;
 use crate::violation::Violations;
 
 /// How many requests with violations the registry keeps. 4096.
@@ -35,20 +35,14 @@ pub struct RequestRegistryStats {
     pub evicted: u64,
 }
 
-#[derive(Default)]
-struct Registry {
-    records: VecDeque<Arc<RequestRecord>>,
-    stats: RequestRegistryStats,
-}
-
-static REGISTRY: Mutex<Registry> =
-    Mutex::new(Registry { records: VecDeque::new(), stats: RequestRegistryStats { stored: 0, evicted: 0 } });
+static REGISTRY: Recent<Arc<RequestRecord>> = Recent::new(CAPACITY);
 
 /// Stores a new record for request `id` (its response head's) and returns it.
 pub(crate) fn store(id: u64, method: Method, path: String, violations: Violations) -> Arc<RequestRecord> {
     crate::allow_blocking(|| {
-        let mut r = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        push(&mut r, RequestRecord { id, method, path, violations })
+        let record = Arc::new(RequestRecord { id, method, path, violations });
+        REGISTRY.push(record.clone());
+        record
     })
 }
 
@@ -56,37 +50,35 @@ pub(crate) fn store(id: u64, method: Method, path: String, violations: Violation
 /// or a new record when the head had none. Returns the record.
 pub(crate) fn append(id: u64, method: Method, path: String, violations: Violations) -> Arc<RequestRecord> {
     crate::allow_blocking(|| {
-        let mut r = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(existing) = r.records.iter_mut().rev().find(|rec| rec.id == id) else {
-            return push(&mut r, RequestRecord { id, method, path, violations });
-        };
-        let head = &**existing;
-        let list = head.violations.list.iter().cloned().chain(violations.list).collect();
-        let violations = Violations { list, dropped: head.violations.dropped + violations.dropped };
-        *existing = Arc::new(RequestRecord { id, method: head.method.clone(), path: head.path.clone(), violations });
-        existing.clone()
+        let appended = REGISTRY.with(|records| {
+            let existing = records.iter_mut().rev().find(|rec| rec.id == id)?;
+            let head = &**existing;
+            let list = head.violations.list.iter().cloned().chain(violations.list.iter().cloned()).collect();
+            let merged = Violations { list, dropped: head.violations.dropped + violations.dropped };
+            *existing = Arc::new(RequestRecord {
+                id,
+                method: head.method.clone(),
+                path: head.path.clone(),
+                violations: merged,
+            });
+            Some(existing.clone())
+        });
+        appended.unwrap_or_else(|| {
+            let record = Arc::new(RequestRecord { id, method, path, violations });
+            REGISTRY.push(record.clone());
+            record
+        })
     })
-}
-
-fn push(r: &mut Registry, record: RequestRecord) -> Arc<RequestRecord> {
-    if r.records.len() >= CAPACITY {
-        r.records.pop_front();
-        r.stats.evicted += 1;
-    }
-    let record = Arc::new(record);
-    r.records.push_back(record.clone());
-    r.stats.stored += 1;
-    record
 }
 
 /// The full violations of the request whose response carried `x-blockcop-request-id: <id>`, while the registry
 /// still holds it (the latest [`CAPACITY`] requests with violations).
 pub fn request_violations(id: u64) -> Option<Arc<RequestRecord>> {
-    let r = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    r.records.iter().rev().find(|rec| rec.id == id).cloned()
+    REGISTRY.with(|records| records.iter().rev().find(|rec| rec.id == id).cloned())
 }
 
 /// How many requests were stored and evicted.
 pub fn registry_stats() -> RequestRegistryStats {
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).stats
+    let (stored, evicted) = REGISTRY.counts();
+    RequestRegistryStats { stored, evicted }
 }

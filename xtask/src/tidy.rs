@@ -98,7 +98,7 @@ fn the_readme_configuration_table_lists_every_variable() {
 /// that re-exports the public items, and `bin/` are outside the layers).
 const LAYERS: &[(&str, &[&str])] = &[
     ("platform primitives", &["sys"]),
-    ("model", &["catalogue", "clock", "violation", "call_site", "workspace", "config", "record", "header"]),
+    ("model", &["catalogue", "clock", "violation", "call_site", "workspace", "config", "record", "recent", "header"]),
     ("capture", &["capture"]),
     ("entry points", &["instrument", "runtime", "layer", "start"]),
     ("outputs", &["report", "testing", "test"]),

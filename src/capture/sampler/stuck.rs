@@ -2,6 +2,7 @@
 //! watchdog, and the process's list of them.
 
 use super::*;
+use crate::recent::Recent;
 
 /// Reports a poll that is still running after the stuck threshold: a `tracing` error and a run-file record. Its
 /// stack is the one the blocking call it is in published (`in_call`), else a sample the signal handler took.
@@ -181,22 +182,21 @@ pub(super) fn publish(violation: crate::Violation, attribution: &Attribution, ho
     let scope_id = violation.scope_id;
     let list = crate::Violations { list: vec![violation], dropped: 0 };
     run_file::append(record::records(&list, attribution, scope_id));
-    if let Ok(mut reported) = STUCK.lock() {
-        let id = list.list[0].stuck.as_ref().map(|s| s.id);
-        if let Some(i) = reported.iter().position(|v| how == Published::Located && v.stuck.as_ref().map(|s| s.id) == id)
-        {
-            reported.remove(i);
-        }
-        if reported.len() >= 256 {
-            reported.remove(0);
-        }
-        reported.extend(list.list);
+    let id = list.list[0].stuck.as_ref().map(|s| s.id);
+    if how == Published::Located {
+        // The located report replaces the raw one published before it.
+        STUCK.with(|reported| {
+            if let Some(i) = reported.iter().position(|v| v.stuck.as_ref().map(|s| s.id) == id) {
+                reported.remove(i);
+            }
+        });
     }
+    STUCK.extend(list.list.into_iter());
 }
 
-pub(super) static STUCK: Mutex<Vec<crate::Violation>> = Mutex::new(Vec::new());
+pub(super) static STUCK: Recent<crate::Violation> = Recent::new(256);
 
 /// The stuck polls reported so far in this process (the latest 256), with their stacks.
 pub fn stuck_polls() -> Vec<crate::Violation> {
-    STUCK.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    STUCK.to_vec()
 }
