@@ -209,6 +209,17 @@ impl ViolationsHeader {
     /// A [`HeaderParseError`] with the byte position and what was expected: for a value over 512 bytes, a byte
     /// outside visible ASCII, a field without `=`, a repeated or missing field, a number that does not parse, an
     /// unknown level or one that disagrees with the severity, an entry without `@`, or a bad percent-encoding.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use blockcop::{Level, ViolationsHeader};
+    ///
+    /// let value = "count=1;severity=50;level=high;first=clock_nanosleep@src/db.rs:56;worst=clock_nanosleep@src/db.rs:56";
+    /// let header = ViolationsHeader::parse(value).expect("a header blockcop wrote");
+    /// assert_eq!((header.count, header.severity, header.level), (1, 50, Level::High));
+    /// assert_eq!((header.worst.event.as_str(), header.worst.site.as_str()), ("clock_nanosleep", "src/db.rs:56"));
+    /// ```
     pub fn parse(value: &str) -> Result<ViolationsHeader, HeaderParseError> {
         if value.len() > MAX_HEADER_LEN {
             return err(MAX_HEADER_LEN, format!("at most {MAX_HEADER_LEN} bytes (the value has {})", value.len()));

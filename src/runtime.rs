@@ -60,6 +60,19 @@ pub const fn hooks_available() -> bool {
 type UserHook = Arc<dyn Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync>;
 
 /// blockcop's task hooks, with your own chained in front; [`install`](Hooks::install) puts them on a builder.
+///
+/// # Examples
+///
+/// ```
+/// let config = blockcop::Config::builder().enabled(true).build();
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// builder.enable_all();
+/// blockcop::runtime::Hooks::new(&config).install(&mut builder).expect("hooks");
+/// let rt = builder.build().expect("runtime");
+/// rt.block_on(async {
+///     tokio::spawn(async { std::fs::metadata("Cargo.toml").is_ok() }).await.expect("task");
+/// });
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct Hooks {

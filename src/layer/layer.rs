@@ -18,6 +18,18 @@ impl BlockCopLayer {
     /// A layer judging by `config`; active iff `config.is_enabled()`. An active layer starts blockcop's watchdog
     /// and, in the background, loads the program's debug info (see [`crate::warmed_up`]), so that the first request
     /// that blocks is not the one that pays for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use std::time::Duration;
+    ///
+    /// let config = blockcop::Config::builder().enabled(true).slow_poll_threshold(Duration::from_millis(20)).build();
+    /// let app: Router = Router::new()
+    ///     .route("/health", get(|| async { "ok" }))
+    ///     .layer(blockcop::BlockCopLayer::new(config));
+    /// ```
     pub fn new(config: Config) -> BlockCopLayer {
         crate::capture::sampler::ensure_watchdog(&config);
         BlockCopLayer { config: config.is_enabled().then_some(config) }

@@ -147,6 +147,19 @@ pub fn read_run_files(paths: &[PathBuf]) -> Result<RunFiles, ReadError> {
 ///
 /// [`ReadError::NotFound`] for a path that does not exist, [`ReadError::Io`] for one that cannot be read, and
 /// [`ReadError::UnknownVersion`] for a record of a schema version this build does not read.
+///
+/// # Examples
+///
+/// ```no_run
+/// use blockcop::report::run::{RecordBody, read_run_files_with};
+///
+/// let mut violations = 0;
+/// let read = read_run_files_with(&["target/blockcop".into()], |_file, record| {
+///     violations += usize::from(matches!(record.body, RecordBody::Violation(_)));
+/// })?;
+/// println!("{violations} violations in {} run files, {} lines skipped", read.files.len(), read.skipped.len());
+/// # Ok::<(), blockcop::report::run::ReadError>(())
+/// ```
 pub fn read_run_files_with(paths: &[PathBuf], mut each: impl FnMut(usize, Record)) -> Result<RunFilesRead, ReadError> {
     let io = |file: &Path, e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => ReadError::NotFound { file: file.to_path_buf() },

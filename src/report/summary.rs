@@ -151,6 +151,19 @@ fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// The aggregated run.
+///
+/// # Examples
+///
+/// ```no_run
+/// use blockcop::report::{Summary, run::read_run_files};
+///
+/// let run = read_run_files(&["target/blockcop".into()])?;
+/// let summary = Summary::from_run_files(&run);
+/// for group in summary.new_groups() {
+///     println!("{} × {} at {} ({})", group.occurrences, group.event, group.call_site, group.level);
+/// }
+/// # Ok::<(), blockcop::report::run::ReadError>(())
+/// ```
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
 pub struct Summary {
