@@ -81,7 +81,7 @@ pub mod testing;
 mod violation;
 mod workspace;
 
-pub use capture::sampler::{sampling_active, stress_sample, stuck_polls};
+pub use capture::sampler::{sampling_active, stuck_polls};
 pub use capture::scope::Scope;
 pub use catalogue::{
     BLOCKING_CLIENTS, CATALOGUE, CatalogueRow, Category, LOCK_WAIT_LIGHT_BELOW, Level, ParseLevelError, Weight,
@@ -105,6 +105,19 @@ pub use instrument::{InstrumentExt, Instrumented, instrument};
 pub use layer::BlockCopLayer;
 pub use start::init;
 pub use violation::{CallSite, Frame, SourceLocation, Stuck, Violation, Violations};
+
+/// Hooks for blockcop's own tests (the signal-safety stress test); not part of the API, may change at any time.
+#[doc(hidden)]
+pub mod test_hooks {
+    pub use crate::capture::sampler::stress_sample;
+}
+
+/// The same as `test_hooks::stress_sample`, which replaces it.
+#[doc(hidden)]
+#[deprecated(since = "0.2.0", note = "a test hook: use blockcop::test_hooks::stress_sample")]
+pub fn stress_sample(target: usize, timeout: std::time::Duration) -> usize {
+    test_hooks::stress_sample(target, timeout)
+}
 
 /// Runs `f` with detection suspended on this thread: its blocking calls are not recorded and its time is left
 /// out of the enclosing poll's slow-poll check. For blocking that is deliberate and known to be short.

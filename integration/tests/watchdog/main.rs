@@ -195,7 +195,7 @@ fn twenty_thousand_samples_across_busy_sleeping_allocating_and_unwinding_threads
         })
         .collect();
     std::thread::sleep(Duration::from_millis(50));
-    let taken = blockcop::stress_sample(20_000, Duration::from_secs(120));
+    let taken = blockcop::test_hooks::stress_sample(20_000, Duration::from_secs(120));
     stop.store(true, Ordering::Relaxed);
     let results: Vec<_> = workers.into_iter().map(|w| w.join().expect("no worker crashed")).collect();
     std::panic::set_hook(default_hook);
