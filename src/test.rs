@@ -18,7 +18,6 @@ use std::panic::Location;
 
 use crate::capture::scope::Scope;
 use crate::config::Config;
-use crate::report::{Style, TextRenderer};
 use crate::violation::Violations;
 
 /// Runs `body` to completion on a new current-thread runtime (with blockcop's task hooks when the build has
@@ -72,25 +71,14 @@ fn fail_if_blocking(violations: &Violations, config: &Config, caller: &'static L
     if violations.is_empty() || severity < config.fail_severity() {
         return;
     }
-    let renderer = TextRenderer::new(Style::for_stderr()).with_stack(true);
-    let (known, mut list): (Vec<_>, Vec<_>) = violations.iter().partition(|v| baseline.knows(v));
-    let of = if known.is_empty() { "" } else { " of the calls not in the baseline" };
+    let known = violations.iter().filter(|v| baseline.knows(v)).count();
+    let of = if known == 0 { "" } else { " of the calls not in the baseline" };
     let mut report = format!(
         "blockcop: the test body at {caller} blocked a tokio worker: severity {severity} ({}){of} reaches the fail \
          severity {} (BLOCKCOP_FAIL_SEVERITY)\n\n",
         crate::catalogue::Level::of(severity),
         config.fail_severity()
     );
-    list.sort_by_key(|v| std::cmp::Reverse(v.weight));
-    for v in list {
-        report.push_str(&renderer.render(v, Some("test body")));
-        report.push('\n');
-    }
-    if !known.is_empty() {
-        report.push_str(&format!("({} known violation record(s) of the baseline not shown)\n", known.len()));
-    }
-    if violations.dropped > 0 {
-        report.push_str(&format!("({} more violations were dropped by the per-scope cap)\n", violations.dropped));
-    }
+    let _ = crate::report::write_failing_calls(&mut report, violations, baseline, "test body");
     panic!("{report}");
 }

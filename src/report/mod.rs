@@ -10,4 +10,5 @@ mod summary;
 mod text;
 
 pub use summary::{BaselineComparison, BaselineState, Group, GroupBy, MAX_TARGETS_LISTED, Summary};
+pub(crate) use text::write_failing_calls;
 pub use text::{Style, TextRenderer};

@@ -18,7 +18,8 @@ use annotate_snippets::{AnnotationKind, Group, Level as Kind, Origin, Renderer, 
 
 use crate::catalogue::{Category, Level};
 use crate::clock::format_duration;
-use crate::violation::{CallSite, Violation};
+use crate::config::baseline::Baseline;
+use crate::violation::{CallSite, Violation, Violations};
 
 /// Colored or plain output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +204,31 @@ fn callers(v: &Violation) -> Vec<String> {
             None => format!("called from {loc}"),
         })
         .collect()
+}
+
+/// The calls that fail a test body or a request, rendered with their stacks under `context` (e.g. `request GET
+/// /notes`), worst first, then in the order they happened; those `baseline` knows are counted, not rendered, and so
+/// are those the per-scope cap dropped.
+pub(crate) fn write_failing_calls(
+    f: &mut impl std::fmt::Write,
+    violations: &Violations,
+    baseline: &Baseline,
+    context: &str,
+) -> std::fmt::Result {
+    let renderer = TextRenderer::new(Style::for_stderr()).with_stack(true);
+    let (known, mut list): (Vec<_>, Vec<_>) = violations.iter().partition(|v| baseline.knows(v));
+    list.sort_by_key(|v| std::cmp::Reverse(v.weight));
+    for v in list {
+        writeln!(f, "{}", renderer.render(v, Some(context)))?;
+    }
+    if !known.is_empty() {
+        let file = baseline.path().map_or_else(|| "the baseline".to_owned(), |p| p.display().to_string());
+        writeln!(f, "({} known violation record(s) of {file} not shown)", known.len())?;
+    }
+    if violations.dropped > 0 {
+        writeln!(f, "({} more violations were dropped by the per-scope cap)", violations.dropped)?;
+    }
+    Ok(())
 }
 
 fn title(v: &Violation) -> String {

@@ -12,7 +12,6 @@ use crate::config::baseline::Baseline;
 use crate::config::{Config, ConfigError};
 use crate::header::{HeaderParseError, ViolationsHeader, X_BLOCKCOP_REQUEST_ID, X_BLOCKING_VIOLATIONS};
 use crate::layer::{RequestRecord, request_violations};
-use crate::report::{Style, TextRenderer};
 
 /// A `reqwest` client for one server that checks every response's `x-blocking-violations`.
 #[derive(Debug, Clone)]
@@ -261,29 +260,9 @@ impl fmt::Display for BlockingFailure {
             return writeln!(f, "(the server runs in another process: only the header is available)");
         };
         writeln!(f)?;
-        write_records(f, record, &self.baseline)
+        let context = format!("request {} {}", record.method, record.path);
+        crate::report::write_failing_calls(f, &record.violations, &self.baseline, &context)
     }
-}
-
-/// A request's in-process records, worst first, rendered with their stacks; those `baseline` knows are counted, not
-/// rendered.
-fn write_records(f: &mut impl fmt::Write, record: &RequestRecord, baseline: &Baseline) -> fmt::Result {
-    let renderer = TextRenderer::new(Style::for_stderr()).with_stack(true);
-    let context = format!("request {} {}", record.method, record.path);
-    let (known, mut list): (Vec<_>, Vec<_>) = record.violations.iter().partition(|v| baseline.knows(v));
-    // Worst first, then in the order they happened.
-    list.sort_by_key(|v| std::cmp::Reverse(v.weight));
-    for v in list {
-        writeln!(f, "{}", renderer.render(v, Some(&context)))?;
-    }
-    if !known.is_empty() {
-        let file = baseline.path().map_or_else(|| "the baseline".to_owned(), |p| p.display().to_string());
-        writeln!(f, "({} known violation record(s) of {file} not shown)", known.len())?;
-    }
-    if record.violations.dropped > 0 {
-        writeln!(f, "({} more violations were dropped by the per-scope cap)", record.violations.dropped)?;
-    }
-    Ok(())
 }
 
 /// A response, read whole, with its parsed violations.
@@ -363,7 +342,13 @@ impl TestResponse {
         if let Some(h) = &self.violations {
             let mut message = format!("expected no blocking violations, got x-blocking-violations: {h}\n");
             if let Some(record) = self.record() {
-                let _ = write_records(&mut message, record, &Baseline::default());
+                let context = format!("request {} {}", record.method, record.path);
+                let _ = crate::report::write_failing_calls(
+                    &mut message,
+                    &record.violations,
+                    &Baseline::default(),
+                    &context,
+                );
             }
             panic!("{message}");
         }
