@@ -273,7 +273,7 @@ impl ScopeShared {
         if records.list.is_empty() && records.dropped == 0 {
             return Violations::default();
         }
-        crate::capture::scope::allow_blocking(|| {
+        allow_blocking(|| {
             let mut by_entries = Vec::new();
             let list = symbolize::resolve(records.list, &self.config, self.id, &mut by_entries);
             let violations = Violations { list, dropped: records.dropped };

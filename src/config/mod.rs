@@ -51,8 +51,8 @@ struct Settings {
     fail_severity: u32,
     max_violations_per_scope: usize,
     allowlist: Vec<String>,
-    allow_entries: Vec<crate::config::file::AllowEntry>,
-    baseline: Arc<crate::config::baseline::Baseline>,
+    allow_entries: Vec<file::AllowEntry>,
+    baseline: Arc<baseline::Baseline>,
     blocking_clients: Vec<String>,
     run_files: bool,
 }
@@ -151,16 +151,16 @@ impl Config {
         }
         // The checked-in allowlist, only when blockcop is on (finding the workspace root reads the debug info).
         if b.settings.enabled
-            && let Some((path, named)) = crate::config::file::locate(&lookup, crate::workspace::root())
+            && let Some((path, named)) = file::locate(&lookup, crate::workspace::root())
         {
-            b.settings.allow_entries = crate::config::file::read(&path, named)?;
+            b.settings.allow_entries = file::read(&path, named)?;
             file::note(&b.settings.allow_entries);
         }
         // The checked-in baseline of known findings, likewise.
         if b.settings.enabled
-            && let Some((path, named)) = crate::config::baseline::locate(&lookup, crate::workspace::root())
+            && let Some((path, named)) = baseline::locate(&lookup, crate::workspace::root())
         {
-            b = b.baseline(crate::config::baseline::Baseline::read_from(&path, named)?);
+            b = b.baseline(baseline::Baseline::read_from(&path, named)?);
         }
         Ok(b.build())
     }
@@ -208,13 +208,13 @@ impl Config {
 
     /// The `[[allow]]` entries of the configuration file (`blockcop.toml`, see [`config_file`](crate::config::file)),
     /// each with its reason and `path:line`; empty when there is none or blockcop is off.
-    pub fn allow_entries(&self) -> &[crate::config::file::AllowEntry] {
+    pub fn allow_entries(&self) -> &[file::AllowEntry] {
         &self.inner.allow_entries
     }
 
     /// The known findings of the baseline file (`blockcop-baseline.toml`, see [`crate::config::baseline`]): they
     /// do not fail a request or test body. Empty when there is none or blockcop is off.
-    pub fn baseline(&self) -> &crate::config::baseline::Baseline {
+    pub fn baseline(&self) -> &baseline::Baseline {
         &self.inner.baseline
     }
 
@@ -315,7 +315,7 @@ impl ConfigBuilder {
 
     /// Known findings that do not fail a request or test body (see [`crate::config::baseline`]); by default,
     /// none, or from the environment the baseline file.
-    pub fn baseline(mut self, baseline: crate::config::baseline::Baseline) -> Self {
+    pub fn baseline(mut self, baseline: baseline::Baseline) -> Self {
         self.settings.baseline = Arc::new(baseline);
         self
     }

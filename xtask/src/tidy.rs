@@ -164,7 +164,8 @@ fn root_items(lib: &str, modules: &[String]) -> std::collections::HashMap<String
     let code = code_of(lib);
     for stmt in code.split(';') {
         let Some(at) = stmt.find("pub use ") else { continue };
-        for path in crate_paths(&format!("crate::{}", &stmt[at + "pub use ".len()..])) {
+        let used = &stmt[at + "pub use ".len()..];
+        for path in crate_paths(&format!("crate::{}", used.strip_prefix("crate::").unwrap_or(used))) {
             let mut parts = path.split("::");
             let module = parts.next().unwrap_or("").to_owned();
             let last = path.rsplit("::").next().unwrap_or("");
